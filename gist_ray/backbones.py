@@ -1,0 +1,150 @@
+"""Backbones: timm ViT-S/B/L (ImageNet-21k), and tiny CPU ViTs (tests, the quickstart, scaling ladders).
+
+Weights come from the hub (``weights: hub``), from a local file (``.safetensors``, ``.pth``/``.pt``/``.bin``
+loaded with ``weights_only=True``, or an official JAX ``.npz``), or, for the ``vit_synth_*`` ladder, from a
+built-in pretraining on a synthetic source task (``weights: auto``; built once and cached).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Short names researchers type -> timm's ImageNet-21k variants used by the paper.
+ALIASES: dict[str, str] = {
+    "vit_s": "vit_small_patch16_224.augreg_in21k",
+    "vit_b": "vit_base_patch16_224.augreg_in21k",
+    "vit_l": "vit_large_patch16_224.augreg_in21k",
+}
+
+
+@dataclass(frozen=True)
+class TinyViT:
+    """A small ViT spec buildable on a CPU in milliseconds."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    img_size: int = 32
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    pretrain: bool = True  # weights: auto -> synthetic source-task pretraining
+
+    def kwargs(self) -> dict:
+        return dict(
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            embed_dim=self.embed_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            global_pool="token",
+            class_token=True,
+        )
+
+
+TINY: dict[str, TinyViT] = {
+    # unit-test backbone: random weights, milliseconds per step
+    "vit_test_tiny": TinyViT(embed_dim=32, depth=2, num_heads=2, patch_size=8, mlp_ratio=2.0, pretrain=False),
+    # scaling ladder on the synthetic suite (growing width and depth), pretrained on the source task
+    "vit_synth_xs": TinyViT(embed_dim=48, depth=3, num_heads=3),
+    "vit_synth_s": TinyViT(embed_dim=96, depth=4, num_heads=4),
+    "vit_synth_m": TinyViT(embed_dim=144, depth=6, num_heads=6),
+}
+
+SYNTH_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def resolve_name(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def is_known_backbone(name: str) -> bool:
+    import timm
+
+    name = resolve_name(name)
+    return name in TINY or timm.is_model(name.split(".")[0])
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a local weights file into ``model`` (head keys of another shape are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".npz":
+        from timm.models.vision_transformer import _load_weights
+
+        _load_weights(model, str(path))
+        return
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        # weights_only refuses pickles that would run code on load
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    state = checkpoint_filter_fn(state, model)
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not (k.startswith("head.") and k in own and own[k].shape != v.shape)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the backbone; missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def create_backbone(
+    name: str, num_classes: int, weights: str = "auto", drop_path: float = 0.0, cache_dir: str | None = None
+) -> nn.Module:
+    """A timm VisionTransformer with a fresh ``num_classes`` head, all parameters frozen but the head."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    name = resolve_name(name)
+    if name in TINY:
+        spec = TINY[name]
+        model = VisionTransformer(num_classes=num_classes, drop_path_rate=drop_path, **spec.kwargs())
+        model.pretrained_cfg = {"mean": SYNTH_MEAN_STD[0], "std": SYNTH_MEAN_STD[1], "input_size": (3, spec.img_size, spec.img_size)}
+        if weights == "auto" and spec.pretrain:
+            from gist_ray.pretrain import pretrained_synthetic_weights
+
+            load_weights_file(model, pretrained_synthetic_weights(name, cache_dir=cache_dir))
+        elif weights == "hub":
+            raise ValueError(f"model.weights: {name} has no hub weights; use auto, none or a file path")
+        elif weights not in ("auto", "none"):
+            load_weights_file(model, weights)
+    else:
+        pretrained = weights in ("auto", "hub")
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, drop_path_rate=drop_path)
+        if weights not in ("auto", "hub", "none"):
+            load_weights_file(model, weights)
+    freeze(model)
+    for p in model.get_classifier().parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def input_spec(model: nn.Module) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(image size, mean, std) the backbone expects, from its pretrained config."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    return size, tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
+
+
+def vit_of(model: nn.Module) -> nn.Module:
+    """The timm VisionTransformer inside ``model`` (unwrapping DDP / the GIST wrapper)."""
+    while not hasattr(model, "blocks"):
+        model = model.module if hasattr(model, "module") else model.backbone
+    return model

@@ -1,0 +1,46 @@
+"""Dataset registry and the decoded in-memory split every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from gist_ray.registry import Registry
+
+
+@dataclass
+class Split:
+    """Decoded images (uint8, N x 3 x H x W) and integer labels of one split."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"split {self.name!r}: images must be uint8 N x 3 x H x W, got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"split {self.name!r}: {len(self.images)} images but {len(self.labels)} labels")
+        if len(self.labels) == 0:
+            raise ValueError(f"split {self.name!r} is empty")
+        if int(self.labels.min()) < 0 or int(self.labels.max()) >= self.num_classes:
+            raise ValueError(f"split {self.name!r}: labels must be in [0, {self.num_classes}), got "
+                             f"[{int(self.labels.min())}, {int(self.labels.max())}]")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# A loader maps (DataConfig, split name) -> Split.
+Loader = Callable[..., Split]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def load_splits(cfg, names: list[str]) -> dict[str, Split]:
+    """Load each named split of the dataset ``cfg.name``."""
+    loader = DATASETS.get(cfg.name)
+    return {name: loader(cfg, name) for name in names}

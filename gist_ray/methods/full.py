@@ -1,0 +1,21 @@
+"""Full fine-tuning: every backbone parameter trains (GIST Table 2, "FT")."""
+
+from dataclasses import dataclass
+
+from gist_ray.methods.base import register_method
+
+
+@dataclass
+class FullConfig:
+    """No knobs: everything is unfrozen."""
+
+
+def _count(vit, cfg) -> int:
+    head = {id(p) for p in vit.get_classifier().parameters()}
+    return sum(p.numel() for p in vit.parameters() if id(p) not in head)
+
+
+@register_method("full", FullConfig, count=_count, paper="Full fine-tuning baseline")
+def apply(vit, cfg: FullConfig) -> None:
+    for p in vit.parameters():
+        p.requires_grad_(True)

@@ -1,0 +1,15 @@
+"""Linear probing: only the classification head trains (GIST Table 2, "LP")."""
+
+from dataclasses import dataclass
+
+from gist_ray.methods.base import register_method
+
+
+@dataclass
+class LinearConfig:
+    """No knobs: the backbone stays frozen."""
+
+
+@register_method("linear", LinearConfig, count=lambda vit, cfg: 0, paper="Linear probing baseline")
+def apply(vit, cfg: LinearConfig) -> None:
+    return None

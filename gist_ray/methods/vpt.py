@@ -1,0 +1,64 @@
+"""Visual Prompt Tuning, shallow and deep (Jia et al., ECCV 2022, arXiv 2203.12119).
+
+Prompts are appended at the end of the token sequence instead of right after [CLS]: attention is
+permutation-equivariant once position embeddings are added, so the [CLS] output is the same, and token
+indices used by other components (the Gist token right after [CLS]) do not move. Shallow: prompts enter
+before the first block and stay. Deep: each block replaces the previous block's prompts with its own.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gist_ray.methods.base import dims, register_method, wrap_blocks
+
+
+@dataclass
+class VPTConfig:
+    length: int = 10
+    dropout: float = 0.0
+
+    def check(self, where: str) -> None:
+        from gist_ray.config import ConfigError
+
+        if self.length < 1:
+            raise ConfigError(f"{where}.length: must be >= 1, got {self.length}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+
+
+class PromptBlock(nn.Module):
+    """Adds (``replace=False``) or swaps in (``replace=True``) ``length`` prompt tokens, then runs the block."""
+
+    def __init__(self, inner: nn.Module, prompts: nn.Parameter, replace: bool, dropout: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.prompts = prompts
+        self.replace = replace
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
+        p = self.drop(self.prompts.expand(x.shape[0], -1, -1)).to(x.dtype)
+        base = x[:, : -p.shape[1]] if self.replace else x
+        return self.inner(torch.cat([base, p], dim=1), **kw)
+
+
+def _init_prompts(vit, length: int) -> nn.Parameter:
+    d, _ = dims(vit)
+    patch = vit.patch_embed.patch_size
+    val = math.sqrt(6.0 / float(3 * patch[0] * patch[1] + d))  # VPT's xavier-uniform bound
+    return nn.Parameter(torch.empty(1, length, d).uniform_(-val, val))
+
+
+@register_method("vpt_shallow", VPTConfig, count=lambda vit, c: c.length * dims(vit)[0], paper="VPT, arXiv 2203.12119")
+def apply_shallow(vit, cfg: VPTConfig) -> None:
+    vit.blocks[0] = PromptBlock(vit.blocks[0], _init_prompts(vit, cfg.length), replace=False, dropout=cfg.dropout)
+
+
+@register_method(
+    "vpt_deep", VPTConfig, count=lambda vit, c: c.length * dims(vit)[0] * dims(vit)[1], paper="VPT, arXiv 2203.12119"
+)
+def apply_deep(vit, cfg: VPTConfig) -> None:
+    wrap_blocks(vit, lambda i, b: PromptBlock(b, _init_prompts(vit, cfg.length), replace=i > 0, dropout=cfg.dropout))

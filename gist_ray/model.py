@@ -1,0 +1,105 @@
+"""Assemble backbone + PEFT method + Gist token; count, save and load what trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gist_ray.backbones import create_backbone
+from gist_ray.config import Config, GistConfig
+from gist_ray.gist import GistModel
+from gist_ray.methods import apply_method
+
+TOKEN_PREFIX = "gist."
+HEAD_PREFIX = "backbone.head."
+
+
+def build_model(
+    backbone: str,
+    num_classes: int,
+    method: str = "linear",
+    method_options: dict | None = None,
+    gist: GistConfig | None = None,
+    weights: str = "auto",
+    drop_path: float = 0.0,
+) -> GistModel:
+    """Frozen backbone -> method applied in place -> Gist wrapper. Only method, token and head train."""
+    gist = gist or GistConfig()
+    vit = create_backbone(backbone, num_classes, weights=weights, drop_path=drop_path)
+    apply_method(vit, method, method_options)
+    return GistModel(vit, gist.enabled, gist.length, gist.init_range, gist.dropout)
+
+
+def build_from_config(cfg: Config, num_classes: int) -> GistModel:
+    return build_model(
+        cfg.model.backbone,
+        num_classes,
+        cfg.method.name,
+        cfg.method.options,
+        cfg.gist,
+        cfg.model.weights,
+        cfg.model.drop_path,
+    )
+
+
+def unwrap(model: nn.Module) -> GistModel:
+    """The :class:`GistModel` under DDP / torch.compile wrappers."""
+    while not isinstance(model, GistModel):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
+
+
+def param_part(name: str) -> str:
+    """Which part a trainable parameter belongs to: ``token``, ``head`` or ``method``."""
+    if name.startswith(TOKEN_PREFIX):
+        return "token"
+    if name.startswith(HEAD_PREFIX):
+        return "head"
+    return "method"
+
+
+def trainable_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters split into method, token and head, plus total and the frozen rest."""
+    counts = {"method": 0, "token": 0, "head": 0}
+    frozen = 0
+    for name, p in unwrap(model).named_parameters():
+        if p.requires_grad:
+            counts[param_part(name)] += p.numel()
+        else:
+            frozen += p.numel()
+    counts["total"] = counts["method"] + counts["token"] + counts["head"]
+    counts["frozen"] = frozen
+    return counts
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only what was trained (method + token + head), detached on CPU."""
+    return {n: p.detach().cpu().contiguous() for n, p in unwrap(model).named_parameters() if p.requires_grad}
+
+
+def save_trainable(model: nn.Module, path: str | Path) -> None:
+    """Write the trained parameters as safetensors, atomically (temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(trainable_state(model), str(tmp))
+    tmp.replace(path)
+
+
+def load_trainable(model: nn.Module, path: str | Path) -> None:
+    """Load trained parameters onto a freshly built model of the same config; every key must match."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    own = dict(unwrap(model).named_parameters())
+    expected = {n for n, p in own.items() if p.requires_grad}
+    missing, unexpected = expected - state.keys(), state.keys() - expected
+    if missing or unexpected:
+        raise ValueError(f"{path}: trained parameters do not match the model; missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    with torch.no_grad():
+        for n, t in state.items():
+            own[n].copy_(t)

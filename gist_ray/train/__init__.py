@@ -1,0 +1,1 @@
+"""Training: the plain-torch run (``loop``) and the Ray Train / Tune shells around it."""

@@ -1,0 +1,300 @@
+"""The GIST training run in plain PyTorch: no Ray imports.
+
+A :class:`Reporter` connects it to whatever runs it (Ray Train workers, a Tune trial, a local process): it
+receives one report per epoch (metrics and, every ``checkpoint_every`` epochs, a checkpoint directory) and
+hands back the latest checkpoint on resume. Data stay decoded uint8 tensors on the training device; batches
+are resized and normalised there. Loss parts are summed on the device and read once per epoch (no per-step
+host syncs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from gist_ray.backbones import input_spec, vit_of
+from gist_ray.config import Config
+from gist_ray.data import Split, load_splits
+from gist_ray.losses import gist_objective
+from gist_ray.model import build_from_config, load_trainable, save_trainable, trainable_counts, unwrap
+
+STATE_FILE = "train_state.pt"
+WEIGHTS_FILE = "trainable.safetensors"
+
+
+class Reporter(Protocol):
+    rank: int
+    world_size: int
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+
+    def latest_checkpoint(self) -> contextlib.AbstractContextManager[str | None]: ...
+
+    def prepare_model(self, model: nn.Module) -> nn.Module: ...
+
+    def device(self) -> torch.device: ...
+
+
+class LocalReporter:
+    """Runs in this process: checkpoints under ``directory/checkpoint_NNNNNN``, metrics kept in a list."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.history: list[dict[str, Any]] = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.history.append(dict(metrics))
+        if checkpoint_dir:
+            target = self.dir / f"checkpoint_{int(metrics['epoch']):06d}"
+            tmp = self.dir / f".tmp_{target.name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.replace(target)  # atomic: a checkpoint directory is complete or absent
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[str | None]:
+        ckpts = sorted(self.dir.glob("checkpoint_*"))
+        yield str(ckpts[-1]) if ckpts else None
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 on GPU by default, fp32 on CPU; explicit choices are honoured."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class BatchPrep:
+    """uint8 images -> float, resized to the backbone's input size, normalised with its mean/std."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        size, mean, std = input_spec(vit_of(model))
+        self.size = size
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+
+def lr_lambda(warmup_steps: int, total_steps: int):
+    """Linear warmup to the base lr, then cosine decay to zero."""
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on trainable matrices; none on biases, norms, the Gist token and prompts."""
+    decay, no_decay = [], []
+    for name, p in unwrap(model).named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.startswith("gist.") or name.endswith("prompts")
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _allreduce(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, prep: BatchPrep, batch_size: int, device: torch.device,
+             amp: torch.dtype | None, rank: int = 0, world_size: int = 1) -> dict[str, float]:
+    """Top-1 accuracy and CE of the [CLS] prediction over ``split`` (sharded over workers)."""
+    was_training = model.training
+    model.eval()
+    images, labels = split.images[rank::world_size], split.labels[rank::world_size]
+    sums = torch.zeros(3, device=device)  # correct, loss, count
+    for i in range(0, len(labels), batch_size):
+        x = prep(images[i : i + batch_size].to(device, non_blocking=True))
+        y = labels[i : i + batch_size].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+        sums[0] += (logits.argmax(-1) == y).sum()
+        sums[1] += F.cross_entropy(logits.float(), y, reduction="sum")
+        sums[2] += len(y)
+    _allreduce(sums)
+    model.train(was_training)
+    n = max(1.0, float(sums[2]))
+    return {"acc": float(sums[0]) / n, "loss": float(sums[1]) / n}
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class GistRun:
+    """One training run: setup, epochs, checkpoints, final test. ``fit()`` returns the final metrics."""
+
+    def __init__(self, cfg: Config, reporter: Reporter) -> None:
+        self.cfg = cfg
+        self.rep = reporter
+        self.device = reporter.device()
+        torch.manual_seed(cfg.train.seed)
+        d = cfg.data
+        splits = load_splits(d, [d.train_split, d.eval_split])
+        self.train_split, self.eval_split = splits[d.train_split], splits[d.eval_split]
+        self.num_classes = self.train_split.num_classes
+        model = build_from_config(cfg, self.num_classes).to(self.device)
+        self.counts = trainable_counts(model)
+        self.model = reporter.prepare_model(model)
+        self.prep = BatchPrep(self.model, self.device)
+        self.amp = autocast_dtype(cfg.train.precision, self.device)
+        t = cfg.train
+        self.opt = torch.optim.AdamW(param_groups(self.model, t.weight_decay), lr=t.lr)
+        per_worker = math.ceil(len(self.train_split) / reporter.world_size)
+        self.steps_per_epoch = max(1, math.ceil(per_worker / t.batch_size))
+        total = self.steps_per_epoch * t.epochs
+        warmup = int(round(t.warmup_epochs * self.steps_per_epoch))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(warmup, total))
+        self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
+        self.images = self.train_split.images.to(self.device)
+        self.labels = self.train_split.labels.to(self.device)
+        self.start_epoch = 0
+
+    # -- checkpoints
+    def save(self, directory: str, epoch: int) -> None:
+        save_trainable(self.model, Path(directory) / WEIGHTS_FILE)
+        state = {"epoch": epoch, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                 "scaler": self.scaler.state_dict()}
+        torch.save(state, Path(directory) / STATE_FILE)
+
+    def restore(self, directory: str) -> None:
+        load_trainable(self.model, Path(directory) / WEIGHTS_FILE)
+        state = torch.load(Path(directory) / STATE_FILE, map_location=self.device, weights_only=True)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+
+    # -- one epoch
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, g = self.cfg, self.cfg.gist
+        self.model.train()
+        gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.labels), generator=gen)[self.rep.rank :: self.rep.world_size]
+        order = order.to(self.device)
+        keys = ("loss", "ce_cls", "ce_gist", "interaction", "kl_cls_gist", "kl_gist_cls", "acc", "agreement", "n")
+        sums = torch.zeros(len(keys), device=self.device)
+        bs = cfg.train.batch_size
+        for i in range(0, len(order), bs):
+            idx = order[i : i + bs]
+            x, y = self.prep(self.images[idx]), self.labels[idx]
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                cls_logits, gist_logits = self.model(x)
+            loss, parts = gist_objective(cls_logits, gist_logits, y, mu=g.mu, lam=g.lam, temperature=g.temperature,
+                                         interaction=g.interaction, t_squared=g.t_squared)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.train.grad_clip > 0:
+                self.scaler.unscale_(self.opt)
+                nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.train.grad_clip)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            n = len(y)
+            with torch.no_grad():
+                sums[0] += loss.detach() * n
+                for k, key in enumerate(keys[1:6], start=1):
+                    if key in parts:
+                        sums[k] += parts[key] * n
+                pred = cls_logits.argmax(-1)
+                sums[6] += (pred == y).sum()
+                if gist_logits is not None:
+                    sums[7] += (pred == gist_logits.argmax(-1)).sum()
+                sums[8] += n
+        _allreduce(sums)
+        vals = sums.tolist()
+        n = max(1.0, vals[-1])
+        out = {f"train/{k}": v / n for k, v in zip(keys[:-1], vals[:-1])}
+        if self.cfg.gist.enabled is False:
+            for k in ("ce_gist", "interaction", "kl_cls_gist", "kl_gist_cls", "agreement"):
+                out.pop(f"train/{k}")
+        elif g.interaction not in ("bkl", "fkl"):
+            out.pop("train/kl_cls_gist")
+        if g.interaction not in ("bkl", "rkl"):
+            out.pop("train/kl_gist_cls", None)
+        if not math.isfinite(out["train/loss"]):
+            raise FloatingPointError(f"training loss became {out['train/loss']} at epoch {epoch + 1}")
+        return out
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        with self.rep.latest_checkpoint() as ckpt:
+            if ckpt:
+                self.restore(ckpt)
+        metrics: dict[str, Any] = {}
+        epochs = cfg.train.epochs
+        for epoch in range(self.start_epoch, epochs):
+            t0 = time.perf_counter()
+            metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": self.sched.get_last_lr()[0]}
+            last = epoch + 1 == epochs
+            if (epoch + 1) % cfg.train.eval_every == 0 or last:
+                ev = evaluate(self.model, self.eval_split, self.prep, 2 * cfg.train.batch_size, self.device, self.amp,
+                              self.rep.rank, self.rep.world_size)
+                metrics.update({"val/acc": ev["acc"], "val/loss": ev["loss"]})
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            if last:
+                metrics.update(self.test())
+            metrics.update({f"params/{k}": v for k, v in self.counts.items()})
+            self._report(metrics, checkpoint=(epoch + 1) % cfg.train.checkpoint_every == 0 or last)
+        if not metrics:  # resumed after the last epoch: nothing left but the final numbers
+            metrics = {"epoch": epochs, **self.test()}
+        return metrics
+
+    def test(self) -> dict[str, float]:
+        d = self.cfg.data
+        if not d.test_split:
+            return {}
+        split = load_splits(d, [d.test_split])[d.test_split]
+        ev = evaluate(self.model, split, self.prep, 2 * self.cfg.train.batch_size, self.device, self.amp,
+                      self.rep.rank, self.rep.world_size)
+        return {"test/acc": ev["acc"], "test/loss": ev["loss"]}
+
+    def _report(self, metrics: dict[str, Any], checkpoint: bool) -> None:
+        if checkpoint and self.rep.rank == 0:
+            with tempfile.TemporaryDirectory(prefix="gist-ckpt-") as tmp:
+                self.save(tmp, int(metrics["epoch"]))
+                self.rep.report(metrics, tmp)
+        else:
+            self.rep.report(metrics, None)
+
+
+def run_training(cfg: Config, reporter: Reporter) -> dict[str, Any]:
+    """Build, train (resuming from the reporter's latest checkpoint), evaluate; return the final metrics."""
+    return GistRun(cfg, reporter).fit()
