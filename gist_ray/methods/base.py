@@ -62,3 +62,98 @@ def inner_block(block: nn.Module) -> nn.Module:
     while hasattr(block, "inner"):
         block = block.inner
     return block
+
+
+# ----------------------------------------------------------------------------- linear sites and wrappers
+
+# The four linear layers of a timm Block, by short name -> (child of the block, attribute).
+SITES: dict[str, tuple[str, str]] = {
+    "qkv": ("attn", "qkv"),
+    "proj": ("attn", "proj"),
+    "fc1": ("mlp", "fc1"),
+    "fc2": ("mlp", "fc2"),
+}
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The original module under method wrappers (``.inner``) and peft tuner layers (``.base_layer``)."""
+    while True:
+        if hasattr(module, "inner"):
+            module = module.inner
+        elif isinstance(getattr(module, "base_layer", None), nn.Module):
+            module = module.base_layer
+        else:
+            return module
+
+
+def check_sites(sites: list[str], where: str, field: str = "targets") -> None:
+    """Raise a ConfigError naming ``where.field`` unless ``sites`` is a non-empty list of :data:`SITES` names."""
+    from gist_ray.config import ConfigError
+
+    bad = [s for s in sites if s not in SITES]
+    if not sites or bad:
+        raise ConfigError(f"{where}.{field}: expected a non-empty list of {list(SITES)}, got {sites!r}")
+
+
+def get_site(block: nn.Module, site: str) -> nn.Module:
+    """The module (possibly wrapped) at linear site ``site`` of a block."""
+    parent, attr = SITES[site]
+    return getattr(getattr(inner_block(block), parent), attr)
+
+
+def set_site(block: nn.Module, site: str, module: nn.Module) -> None:
+    parent, attr = SITES[site]
+    setattr(getattr(inner_block(block), parent), attr, module)
+
+
+def site_linear(block: nn.Module, site: str) -> nn.Linear:
+    """The original nn.Linear at ``site`` (under any wrappers)."""
+    return unwrap(get_site(block, site))
+
+
+def mlp_hidden(vit: nn.Module) -> int:
+    return int(site_linear(vit.blocks[0], "fc1").out_features)
+
+
+def plain_linear(module: nn.Module) -> nn.Linear:
+    """``module`` itself if it is a plain nn.Linear (what a merge folds into), else a clear error."""
+    if type(module) is not nn.Linear:
+        raise TypeError(f"cannot merge into a {type(module).__name__}: merge the method applied inside it first")
+    return module
+
+
+class SharedRef:
+    """A reference to a module registered once elsewhere (not a child here, so its parameters count once)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+
+def attach_shared(vit: nn.Module, name: str, module: nn.Module) -> str:
+    """Register ``module`` on ``vit`` under ``name`` (or ``name_1``, ... if taken); returns the name used."""
+    used, i = name, 0
+    while hasattr(vit, used):
+        i += 1
+        used = f"{name}_{i}"
+    vit.add_module(used, module)
+    return used
+
+
+def merge_wrappers(vit: nn.Module, cls: type | tuple[type, ...]) -> int:
+    """Replace every ``cls`` module in ``vit`` by its ``merged()`` module, innermost first; returns how many."""
+    found = [(n, m) for n, m in vit.named_modules() if isinstance(m, cls)]
+    for name, module in reversed(found):  # named_modules is pre-order: reversed visits children first
+        parent_name, _, attr = name.rpartition(".")
+        setattr(vit.get_submodule(parent_name) if parent_name else vit, attr, module.merged())
+    return len(found)
+
+
+def backbone_ops(vit: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) of every weighted op of the ViT: the patch projection, each block's norm1, qkv, proj,
+    norm2, fc1, fc2, and the final norms; ops that are nn.Identity are skipped. Wrapped ops are included."""
+    ops: list[tuple[nn.Module, str]] = [(vit.patch_embed, "proj")]
+    for block in vit.blocks:
+        b = inner_block(block)
+        ops += [(b, "norm1"), (b.attn, "qkv"), (b.attn, "proj"), (b, "norm2"), (b.mlp, "fc1"), (b.mlp, "fc2")]
+    ops += [(vit, "norm"), (vit, "fc_norm")]
+    return [(p, a) for p, a in ops if not isinstance(unwrap(getattr(p, a)), nn.Identity)]

@@ -1,0 +1,28 @@
+"""BitFit (Ben Zaken, Goldberg & Ravfogel, "BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based
+Masked Language-models", ACL 2022, arXiv 2106.10199).
+
+Only the bias terms of the backbone's weighted ops train (patch projection, norms, qkv, proj, fc1, fc2); no
+parameter is added. Biases of modules added by other methods are not touched.
+"""
+
+from dataclasses import dataclass
+
+from gist_ray.methods.base import backbone_ops, register_method, unwrap
+
+
+@dataclass
+class BitFitConfig:
+    """No knobs."""
+
+
+def _biases(vit) -> list:
+    biases = (getattr(unwrap(getattr(parent, attr)), "bias", None) for parent, attr in backbone_ops(vit))
+    return [b for b in biases if b is not None]
+
+
+@register_method(
+    "bitfit", BitFitConfig, count=lambda vit, cfg: sum(b.numel() for b in _biases(vit)), paper="BitFit, arXiv 2106.10199"
+)
+def apply(vit, cfg: BitFitConfig) -> None:
+    for b in _biases(vit):
+        b.requires_grad_(True)

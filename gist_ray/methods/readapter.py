@@ -1,0 +1,108 @@
+"""RepAdapter (Luo et al., "Towards Efficient Visual Adaption via Structural Re-parameterization",
+arXiv 2302.08106; "ReAdapter" in GIST's Table 2).
+
+A *linear* adapter (no activation) placed before the attention (on the input of ``qkv``) and before the MLP (on the
+input of ``fc1``): a dense down-projection ``d -> hidden`` followed by a group-wise up-projection ``hidden -> d``
+(``groups`` independent blocks), with its own skip connection; the up-projection starts at zero::
+
+    qkv(x)  ->  qkv(x + s * up_g(down(x)))
+
+Being linear, it re-parameterises exactly into the following layer: ``merge`` folds ``I + s * B @ A`` into the
+``qkv`` / ``fc1`` weights and bias, leaving a plain ViT.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gist_ray.methods.base import dims, get_site, merge_wrappers, plain_linear, register_method, set_site
+
+
+@dataclass
+class RepAdapterConfig:
+    hidden: int = 8
+    groups: int = 2
+    scale: float = 1.0
+
+    def check(self, where: str) -> None:
+        from gist_ray.config import ConfigError
+
+        if self.hidden < 1:
+            raise ConfigError(f"{where}.hidden: must be >= 1, got {self.hidden}")
+        if self.groups < 1 or self.hidden % self.groups:
+            raise ConfigError(f"{where}.groups: must be >= 1 and divide hidden ({self.hidden}), got {self.groups}")
+
+
+class LinearAdapter(nn.Module):
+    """``x + s * (B @ (A @ x + a) + b)`` with a block-diagonal ``B`` of ``groups`` blocks."""
+
+    def __init__(self, dim: int, hidden: int, groups: int, scale: float) -> None:
+        super().__init__()
+        if dim % groups:
+            raise ValueError(f"readapter: groups={groups} must divide the embedding width {dim}")
+        self.down = nn.Linear(dim, hidden)
+        nn.init.xavier_uniform_(self.down.weight)
+        nn.init.zeros_(self.down.bias)
+        self.up_weight = nn.Parameter(torch.zeros(groups, dim // groups, hidden // groups))
+        self.up_bias = nn.Parameter(torch.zeros(dim))
+        self.scale = scale
+
+    def up_dense(self) -> torch.Tensor:
+        """The (dim, hidden) block-diagonal up-projection."""
+        return torch.block_diag(*self.up_weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, _, hg = self.up_weight.shape
+        h = self.down(x).unflatten(-1, (g, hg))
+        up = torch.einsum("...gi,goi->...go", h, self.up_weight).flatten(-2) + self.up_bias
+        return x + self.scale * up
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, c) with ``forward(x) == x + M @ x + c``."""
+        b = self.up_dense()
+        return self.scale * b @ self.down.weight, self.scale * (b @ self.down.bias + self.up_bias)
+
+
+class PreAdapterLinear(nn.Module):
+    """``inner(adapter(x))``: a linear layer reading an adapted input."""
+
+    def __init__(self, inner: nn.Module, adapter: LinearAdapter) -> None:
+        super().__init__()
+        self.inner = inner
+        self.adapter = adapter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.adapter(x))
+
+    @torch.no_grad()
+    def merged(self) -> nn.Linear:
+        """``W (x + M x + c) + b == (W + W M) x + (W c + b)``."""
+        lin = plain_linear(self.inner)
+        m, c = self.adapter.affine()
+        shift = lin.weight @ c
+        lin.weight += lin.weight @ m
+        if lin.bias is None:
+            lin.bias = nn.Parameter(shift, requires_grad=False)
+        else:
+            lin.bias += shift
+        return lin
+
+
+def _count(vit, cfg: RepAdapterConfig) -> int:
+    d, depth = dims(vit)
+    per = d * cfg.hidden + cfg.hidden + d * cfg.hidden // cfg.groups + d
+    return depth * 2 * per
+
+
+def merge(vit) -> None:
+    merge_wrappers(vit, PreAdapterLinear)
+
+
+@register_method("readapter", RepAdapterConfig, count=_count, merge=merge, paper="RepAdapter, arXiv 2302.08106")
+def apply(vit, cfg: RepAdapterConfig) -> None:
+    d, _ = dims(vit)
+    for block in vit.blocks:
+        for site in ("qkv", "fc1"):
+            adapter = LinearAdapter(d, cfg.hidden, cfg.groups, cfg.scale)
+            set_site(block, site, PreAdapterLinear(get_site(block, site), adapter))

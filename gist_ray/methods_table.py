@@ -1,0 +1,67 @@
+"""The trainable-parameter table of every registered method on one backbone (``gist-ray methods``).
+
+Each method is built with its default configuration exactly as a run builds it (``build_model``, random
+weights, Gist token enabled), and its trainable parameters are split into method / token / head. By default the
+model is built on PyTorch's ``meta`` device: shapes only, no memory and no initialisation, so ViT-B/16 takes
+seconds; ``device="cpu"`` builds real randomly initialised models (same numbers, a few seconds per method).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gist_ray.backbones import vit_of
+from gist_ray.config import GistConfig, from_dict
+from gist_ray.methods import METHODS
+from gist_ray.model import build_model, trainable_counts
+
+
+def methods_table(backbone: str, num_classes: int, device: str = "meta") -> list[dict]:
+    """One row per registered method: ``method``, ``method_params``, ``token``, ``head``, ``total``,
+    ``closed_form`` (the method's own closed-form count, which must equal ``method_params``) and ``paper``."""
+    rows = []
+    for name in METHODS.names():
+        spec = METHODS.get(name)
+        with torch.device(device):
+            model = build_model(backbone, num_classes, name, {}, GistConfig(enabled=True), weights="none")
+        counts = trainable_counts(model)
+        closed = spec.count(vit_of(model), from_dict(spec.config_cls, {}, "method"))
+        rows.append(
+            dict(
+                method=name,
+                method_params=counts["method"],
+                token=counts["token"],
+                head=counts["head"],
+                total=counts["total"],
+                closed_form=closed,
+                paper=spec.paper,
+            )
+        )
+    return rows
+
+
+def format_methods_table(rows: list[dict]) -> str:
+    """Aligned text: counts with thousands separators, totals also in millions; ``!`` marks a closed-form
+    count that disagrees with the built model."""
+    head = ("method", "method", "token", "head", "total", "total (M)", "paper")
+    body = [
+        (
+            r["method"],
+            f"{r['method_params']:,}" + ("" if r["closed_form"] == r["method_params"] else f" !{r['closed_form']:,}"),
+            f"{r['token']:,}",
+            f"{r['head']:,}",
+            f"{r['total']:,}",
+            f"{r['total'] / 1e6:.3f}",
+            r["paper"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
+    left = {0, len(head) - 1}
+
+    def fmt(line: tuple) -> str:
+        cells = [str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(head), rule, *map(fmt, body)])
