@@ -220,6 +220,8 @@ class DataConfig:
     n_test: int = 1000
     image_size: Optional[int] = None
     seed: int = 0
+    shots: int = 16  # FGVC few-shot: images per class in the training list (NOAH: 1, 2, 4, 8, 16)
+    fewshot_seed: int = 0  # FGVC few-shot: which sampled training list (NOAH: 0, 1, 2)
 
     def check(self, where: str) -> None:
         from gist_ray.data import DATASETS
@@ -231,6 +233,8 @@ class DataConfig:
             _require(Path(self.root).is_dir(), where, "root", f"directory not found: {self.root}")
         if self.image_size is not None:
             _require(self.image_size >= 8, where, "image_size", f"must be >= 8, got {self.image_size}")
+        _require(self.shots >= 1, where, "shots", f"must be >= 1, got {self.shots}")
+        _require(self.fewshot_seed >= 0, where, "fewshot_seed", f"must be >= 0, got {self.fewshot_seed}")
 
 
 @dataclass

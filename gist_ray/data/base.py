@@ -38,9 +38,21 @@ class Split:
 # A loader maps (DataConfig, split name) -> Split.
 Loader = Callable[..., Split]
 DATASETS: Registry[Loader] = Registry("dataset")
+# A validator maps (DataConfig, split name) -> None: cheap checks (list files, labels, image files exist)
+# that raise ConfigError naming file and line; registered under the dataset's name, optional.
+VALIDATORS: Registry[Callable[..., None]] = Registry("dataset validator")
 
 
 def load_splits(cfg, names: list[str]) -> dict[str, Split]:
     """Load each named split of the dataset ``cfg.name``."""
     loader = DATASETS.get(cfg.name)
     return {name: loader(cfg, name) for name in names}
+
+
+def validate_splits(cfg, names: list[str]) -> None:
+    """Check the named splits of ``cfg.name`` without decoding images (no-op for datasets without a validator)."""
+    if cfg.name in VALIDATORS:
+        check = VALIDATORS.get(cfg.name)
+        for name in names:
+            if name:
+                check(cfg, name)

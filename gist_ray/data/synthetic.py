@@ -7,8 +7,8 @@ the same kind of scene differently, in the spirit of VTAB's groups:
 - ``count``: 1-6 objects; label = how many (6 classes)                           (Clevr/count-like)
 - ``location``: one small object; label = cell of a 3x3 grid (9 classes)         (dSprites/location-like)
 - ``orientation``: one bar; label = its angle in 8 bins over [0, pi) (8 classes) (dSprites/orientation-like)
-- ``source``: the pretraining task of the ``vit_synth_*`` backbones: 1-4 objects and six attribute labels
-  (multi-head); it is never a fine-tuning target.
+- ``source``: the pretraining task of the ``vit_synth_*`` backbones: one salient object among 0-3 small
+  distractors, six attribute labels (multi-head); it is never a fine-tuning target.
 
 Splits ``train``, ``val``, ``test`` (sizes from the config) come from disjoint seeds; ``trainval`` is
 ``train`` + ``val`` (the VTAB-1k refit split).
@@ -113,15 +113,16 @@ TASKS = {
     "orientation": (_scene_orientation, 8),
 }
 
-# Source task: six attribute heads over scenes of 1-4 objects.
-SOURCE_HEADS = (len(SHAPES), len(PALETTE), 4, 4, 4, 4)  # shape, colour, count, x-bin, y-bin, angle-bin
+# Source task: one salient object among 0-3 small distractors; six attribute heads.
+SOURCE_HEADS = (len(SHAPES), len(PALETTE), 4, 3, 3, 4)  # shape, colour, object count, x-bin, y-bin, angle-bin
 
 
 def _scene_source(rng):
-    n = int(rng.integers(1, 5))
-    objs = [_random_obj(rng, r=(0.1, 0.25)) for _ in range(n)]
-    o = objs[-1]  # drawn last, fully visible
-    labels = (o.shape, o.colour, n - 1, int(min(o.cx * 4, 3)), int(min(o.cy * 4, 3)), int(o.theta / np.pi * 4) % 4)
+    n = int(rng.integers(0, 4))
+    objs = [_random_obj(rng, r=(0.05, 0.08)) for _ in range(n)]
+    o = _random_obj(rng, r=(0.16, 0.3))
+    objs.append(o)  # drawn last, fully visible
+    labels = (o.shape, o.colour, n, int(min(o.cx * 3, 2)), int(min(o.cy * 3, 2)), int(o.theta / np.pi * 4) % 4)
     return objs, labels
 
 
