@@ -29,7 +29,7 @@ class TinyViT:
     depth: int
     num_heads: int
     img_size: int = 32
-    patch_size: int = 4
+    patch_size: int = 8
     mlp_ratio: float = 4.0
     pretrain: bool = True  # weights: auto -> synthetic source-task pretraining
 
@@ -48,11 +48,12 @@ class TinyViT:
 
 TINY: dict[str, TinyViT] = {
     # unit-test backbone: random weights, milliseconds per step
-    "vit_test_tiny": TinyViT(embed_dim=32, depth=2, num_heads=2, patch_size=8, mlp_ratio=2.0, pretrain=False),
-    # scaling ladder on the synthetic suite (growing width and depth), pretrained on the source task
-    "vit_synth_xs": TinyViT(embed_dim=48, depth=3, num_heads=3),
-    "vit_synth_s": TinyViT(embed_dim=96, depth=4, num_heads=4),
-    "vit_synth_m": TinyViT(embed_dim=144, depth=6, num_heads=6),
+    "vit_test_tiny": TinyViT(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, pretrain=False),
+    # scaling ladder on the synthetic suite (growing width and depth), pretrained on the source task;
+    # 32 px images, 8 px patches: 17 tokens, so CPU steps stay cheap
+    "vit_synth_xs": TinyViT(embed_dim=32, depth=3, num_heads=2),
+    "vit_synth_s": TinyViT(embed_dim=64, depth=4, num_heads=4),
+    "vit_synth_m": TinyViT(embed_dim=96, depth=6, num_heads=4),
 }
 
 SYNTH_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -99,6 +100,9 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     state = checkpoint_filter_fn(state, model)
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.startswith("head.") and k in own and own[k].shape != v.shape)}
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{path}: weights do not fit the backbone; shape mismatch for {wrong[:5]}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:

@@ -104,6 +104,13 @@ class BatchPrep:
         return (x - self.mean) / self.std
 
 
+def take_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]``; on CPU through numpy, whose row gather is two orders of magnitude faster for uint8."""
+    if t.device.type == "cpu":
+        return torch.from_numpy(t.numpy()[idx.numpy()])
+    return t[idx]
+
+
 def lr_lambda(warmup_steps: int, total_steps: int):
     """Linear warmup to the base lr, then cosine decay to zero."""
 
@@ -214,7 +221,7 @@ class GistRun:
         bs = cfg.train.batch_size
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
-            x, y = self.prep(self.images[idx]), self.labels[idx]
+            x, y = self.prep(take_rows(self.images, idx)), self.labels[idx]
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                 cls_logits, gist_logits = self.model(x)
             loss, parts = gist_objective(cls_logits, gist_logits, y, mu=g.mu, lam=g.lam, temperature=g.temperature,
@@ -269,6 +276,7 @@ class GistRun:
                               self.rep.rank, self.rep.world_size)
                 metrics.update({"val/acc": ev["acc"], "val/loss": ev["loss"]})
             metrics["epoch_time_s"] = time.perf_counter() - t0
+            metrics.update(self.token_stats())
             if last:
                 metrics.update(self.test())
             metrics.update({f"params/{k}": v for k, v in self.counts.items()})
@@ -276,6 +284,14 @@ class GistRun:
         if not metrics:  # resumed after the last epoch: nothing left but the final numbers
             metrics = {"epoch": epochs, **self.test()}
         return metrics
+
+    def token_stats(self) -> dict[str, float]:
+        """The Gist token's norm and sum, computed on this worker (DDP keeps them identical across workers)."""
+        gist = unwrap(self.model).gist
+        if gist is None:
+            return {}
+        t = gist.tokens.detach().double()
+        return {"gist/token_norm": float(t.norm()), "gist/token_sum": float(t.sum())}
 
     def test(self) -> dict[str, float]:
         d = self.cfg.data

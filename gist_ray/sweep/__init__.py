@@ -1,0 +1,1 @@
+"""Sweeps: search-space files -> Ray Tune + Optuna trials, tracked in MLflow, resumable."""

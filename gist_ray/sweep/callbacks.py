@@ -1,0 +1,142 @@
+"""Tune callbacks run by the sweep driver: the MLflow run hierarchy and a progress line."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from gist_ray import tracking
+from gist_ray.config import to_dict
+from gist_ray.sweep.space import SweepSpec, apply_overrides
+
+
+class MlflowSweepCallback(Callback):
+    """A parent run per sweep, a child run per trial; found again by tags on resume; never left RUNNING."""
+
+    def __init__(self, spec: SweepSpec, uri: str, experiment: str) -> None:
+        self.spec, self.uri, self.experiment = spec, uri, experiment
+        self.children: dict[str, str] = {}
+        self._c = None
+
+    # -- helpers
+    @property
+    def c(self):
+        if self._c is None:
+            self._c = tracking.client(self.uri)
+            self.exp_id = tracking.experiment_id(self._c, self.experiment)
+        return self._c
+
+    def open_parent(self) -> str:
+        tags = {tracking.SWEEP_TAG: self.spec.name, tracking.KIND_TAG: "sweep"}
+        found = tracking.find_run(self.c, self.exp_id, tags)
+        if found:
+            self.parent_id = found.info.run_id
+            self.c.update_run(self.parent_id, "RUNNING")
+        else:
+            self.parent_id = self.c.create_run(self.exp_id, run_name=self.spec.name, tags=tags).info.run_id
+            s = self.spec.search
+            tracking.log_params(self.c, self.parent_id, {
+                "search.sampler": s.sampler, "search.scheduler": s.scheduler, "search.num_samples": s.num_samples,
+                "search.metric": s.metric, "search.mode": s.mode, "search.objectives": s.objectives,
+                "space": {k: [d.kind, d.args] for k, d in self.spec.space.items()} or "define-by-run",
+            })
+            if self.spec.source:
+                self.c.log_artifact(self.parent_id, self.spec.source, "sweep")
+        return self.parent_id
+
+    def trial_config(self, trial) -> dict:
+        from gist_ray.config import build_config
+
+        return to_dict(build_config(apply_overrides(self.spec.base, trial.config)))
+
+    def _child(self, trial) -> str:
+        if trial.trial_id in self.children:
+            return self.children[trial.trial_id]
+        tags = {tracking.SWEEP_TAG: self.spec.name, tracking.TRIAL_TAG: trial.trial_id}
+        found = tracking.find_run(self.c, self.exp_id, tags)
+        if found:
+            run_id = found.info.run_id
+            self.c.update_run(run_id, "RUNNING")
+        else:
+            cfg = self.trial_config(trial)
+            all_tags = {**tags, tracking.KIND_TAG: "trial", tracking.PARENT_TAG: self.parent_id, **tracking.run_tags(cfg)}
+            run_id = self.c.create_run(self.exp_id, run_name=f"{self.spec.name}-{trial.trial_id}", tags=all_tags).info.run_id
+            tracking.log_params(self.c, run_id, {**tracking.flatten(cfg), **{f"sampled.{k}": v for k, v in trial.config.items()}})
+        self.children[trial.trial_id] = run_id
+        return run_id
+
+    # -- Tune hooks
+    def setup(self, **info: Any) -> None:
+        self.open_parent()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._child(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        m = tracking.numeric_metrics(result)
+        tracking.log_metrics(self.c, self._child(trial), m, step=int(result.get("training_iteration", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.c.set_terminated(self._child(trial), "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        run_id = self._child(trial)
+        self.c.set_tag(run_id, "error", error_message(trial))
+        self.c.set_terminated(run_id, "FAILED")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.close(trials, status="FINISHED")
+
+    def close(self, trials=(), status: str = "FINISHED") -> None:
+        """Close every child still open and the parent (also called by the driver on a crash)."""
+        for trial in trials:
+            if trial.trial_id in self.children and trial.status not in ("TERMINATED", "ERROR"):
+                self.c.set_terminated(self.children[trial.trial_id], "KILLED")
+        tracking.close_open_runs(self.c, self.exp_id, {tracking.SWEEP_TAG: self.spec.name, tracking.KIND_TAG: "trial"},
+                                 "KILLED")
+        self.c.set_terminated(self.parent_id, status)
+
+
+def error_message(trial) -> str:
+    """The last line of the trial's error (e.g. ``FloatingPointError: training loss became nan``)."""
+    msg = getattr(trial, "error_msg", None) or ""
+    path = getattr(trial, "error_file", None)
+    if not msg and path:
+        try:
+            with open(path) as f:
+                msg = f.read()
+        except OSError:
+            pass
+    lines = [ln for ln in str(msg).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "unknown error")[:4000]
+
+
+class ProgressCallback(Callback):
+    """One line per finished trial: done / running / errored and the best metric so far."""
+
+    def __init__(self, metric: str, mode: str, total: int) -> None:
+        self.metric, self.mode, self.total = metric, mode, total
+        self.best: float | None = None
+        self.t0 = time.perf_counter()
+
+    def _line(self, trials) -> None:
+        done = sum(t.status == "TERMINATED" for t in trials)
+        err = sum(t.status == "ERROR" for t in trials)
+        running = sum(t.status == "RUNNING" for t in trials)
+        for t in trials:
+            v = (t.last_result or {}).get(self.metric)
+            if t.status == "TERMINATED" and isinstance(v, (int, float)) and math.isfinite(v):
+                if self.best is None or (v > self.best if self.mode == "max" else v < self.best):
+                    self.best = v
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        print(f"[sweep {time.perf_counter() - self.t0:6.0f}s] {done + err}/{self.total} finished "
+              f"({err} errored), {running} running; best {self.metric} {best}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._line(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._line(trials)

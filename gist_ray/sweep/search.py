@@ -1,0 +1,69 @@
+"""Turn a :class:`SweepSpec` into Tune's search algorithm (Optuna) and scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gist_ray.sweep.space import Dist, SweepSpec
+
+
+def optuna_distribution(d: Dist):
+    import optuna.distributions as od
+
+    if d.kind in ("choice", "fixed"):
+        return od.CategoricalDistribution(d.probe_values())
+    if d.kind == "uniform":
+        return od.FloatDistribution(d.args[0], d.args[1])
+    if d.kind == "loguniform":
+        return od.FloatDistribution(d.args[0], d.args[1], log=True)
+    if d.kind == "quniform":
+        return od.FloatDistribution(d.args[0], d.args[1], step=d.args[2])
+    if d.kind == "int":
+        return od.IntDistribution(d.args[0], d.args[1])
+    return od.IntDistribution(d.args[0], d.args[1], log=True)
+
+
+def objectives(spec: SweepSpec) -> tuple[list[str], list[str]]:
+    s = spec.search
+    return [s.metric, *s.objectives.keys()], [s.mode, *s.objectives.values()]
+
+
+def make_sampler(spec: SweepSpec):
+    import optuna
+
+    s = spec.search
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "grid":
+        return optuna.samplers.GridSampler({k: d.probe_values() for k, d in spec.space.items()}, seed=s.seed)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(4, s.num_samples))
+
+
+def make_search_alg(spec: SweepSpec):
+    from ray.tune.search.optuna import OptunaSearch
+
+    metrics, modes = objectives(spec)
+    multi = len(metrics) > 1
+    space: Any = spec.define_by_run or {k: optuna_distribution(d) for k, d in spec.space.items()}
+    return OptunaSearch(
+        space=space,
+        metric=metrics if multi else metrics[0],
+        mode=modes if multi else modes[0],
+        sampler=make_sampler(spec),
+        points_to_evaluate=[dict(p) for p in spec.search.initial_points] or None,
+    )
+
+
+def make_scheduler(spec: SweepSpec, max_t: int):
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+
+    s = spec.search
+    if s.scheduler == "asha":
+        return ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode, max_t=max_t,
+                             grace_period=min(s.grace_period, max_t), reduction_factor=s.reduction_factor)
+    if s.scheduler == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode, max_t=max_t,
+                                  reduction_factor=s.reduction_factor)
+    return None

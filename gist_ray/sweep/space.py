@@ -1,0 +1,278 @@
+"""Sweep files: a base run config, search settings, and a search space, validated before Ray starts.
+
+A YAML sweep file::
+
+    name: quickstart
+    base: {model: {backbone: vit_synth_s}, train: {epochs: 6}}   # or a path to a run-config YAML
+    search: {num_samples: 8, max_concurrent_trials: 2, metric: val/acc, mode: max, sampler: tpe, scheduler: asha}
+    space:
+      gist.lam: {choice: [0.25, 0.5, 0.75]}
+      train.lr: {loguniform: [1.0e-4, 1.0e-2]}
+
+Space keys are run-config paths (``a.b``). Distributions: ``choice``, ``uniform``, ``loguniform``, ``int``,
+``logint``, ``quniform`` ([low, high, q]), ``fixed`` (or a bare value). Method knobs (``method.bottleneck``)
+apply only to trials whose method has them. A ``.py`` sweep file defines ``SWEEP`` (the same mapping, minus
+``space``) and ``space(trial)``, an Optuna define-by-run function for conditional spaces.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+from gist_ray.config import ConfigError, build_config, from_dict, load_yaml, set_path
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "logint", "quniform", "fixed")
+
+
+@dataclass
+class SearchConfig:
+    """How the sweep searches: trials, concurrency, objective(s), sampler, scheduler, budget."""
+
+    num_samples: int = 8
+    max_concurrent_trials: int = 2
+    metric: str = "val/acc"
+    mode: Literal["max", "min"] = "max"
+    # multi-objective (NSGA-II): extra objectives as metric -> mode, e.g. {"params/total": "min"}
+    objectives: dict = field(default_factory=dict)
+    sampler: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
+    scheduler: Literal["asha", "hyperband", "none"] = "asha"
+    grace_period: int = 1
+    reduction_factor: int = 2
+    seed: int = 0
+    max_trainable_params: Optional[int] = None
+    trial_retries: int = 0
+    # configurations evaluated first (e.g. the paper's defaults), as {space key: value} mappings
+    initial_points: list = field(default_factory=list)
+
+    def check(self, where: str) -> None:
+        w = where or "search"
+        if self.num_samples < 1:
+            raise ConfigError(f"{w}.num_samples: must be >= 1, got {self.num_samples}")
+        if self.max_concurrent_trials < 1:
+            raise ConfigError(f"{w}.max_concurrent_trials: must be >= 1, got {self.max_concurrent_trials}")
+        if self.grace_period < 1 or self.reduction_factor < 2:
+            raise ConfigError(f"{w}.grace_period/reduction_factor: need grace_period >= 1 and reduction_factor >= 2")
+        for k, v in self.objectives.items():
+            if v not in ("max", "min"):
+                raise ConfigError(f"{w}.objectives.{k}: mode must be max or min, got {v!r}")
+        if self.objectives and self.sampler not in ("nsga2", "random"):
+            raise ConfigError(f"{w}.sampler: multi-objective sweeps need sampler nsga2 or random, got {self.sampler}")
+        for i, point in enumerate(self.initial_points):
+            if not isinstance(point, dict):
+                raise ConfigError(f"{w}.initial_points[{i}]: must be a mapping of space keys to values")
+        if self.objectives and self.scheduler != "none":
+            raise ConfigError(f"{w}.scheduler: early stopping needs one objective; use scheduler: none")
+
+
+@dataclass
+class Dist:
+    """One dimension of the space."""
+
+    kind: str
+    args: list
+
+    def probe_values(self) -> list:
+        """Values that exercise the config validation (ends of ranges, every choice)."""
+        if self.kind == "choice":
+            return list(self.args)
+        if self.kind == "fixed":
+            return [self.args[0]]
+        return [self.args[0], self.args[1]]
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base: dict
+    search: SearchConfig
+    space: dict[str, Dist] = field(default_factory=dict)
+    define_by_run: Optional[Callable] = None
+    source: str = ""
+
+    def method_names(self) -> list[str]:
+        """Every method a trial of this sweep can use."""
+        d = self.space.get("method.name")
+        if d is not None:
+            return [str(v) for v in d.probe_values()]
+        return [self.base.get("method", {}).get("name", "gist_adapter")]
+
+
+def parse_dist(value: Any, where: str) -> Dist:
+    if not isinstance(value, dict):
+        return Dist("fixed", [value])
+    if len(value) != 1:
+        raise ConfigError(f"{where}: a distribution is one key, one of {', '.join(DISTRIBUTIONS)}; got {list(value)}")
+    (kind, args), = value.items()
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}: unknown distribution {kind!r}; known: {', '.join(DISTRIBUTIONS)}")
+    if kind == "fixed":
+        return Dist(kind, [args])
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"{where}.choice: needs a non-empty list")
+        for v in args:
+            if not isinstance(v, (str, int, float, bool)) and v is not None:
+                raise ConfigError(f"{where}.choice: values must be scalars, got {v!r}")
+        return Dist(kind, list(args))
+    need = 3 if kind == "quniform" else 2
+    if not isinstance(args, list) or len(args) != need:
+        raise ConfigError(f"{where}.{kind}: needs [{'low, high, q' if need == 3 else 'low, high'}], got {args!r}")
+    try:
+        nums = [float(a) for a in args]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.{kind}: bounds must be numbers, got {args!r}") from None
+    lo, hi = nums[0], nums[1]
+    if lo > hi:
+        raise ConfigError(f"{where}.{kind}: low {args[0]} > high {args[1]}")
+    if kind in ("loguniform", "logint") and lo <= 0:
+        raise ConfigError(f"{where}.{kind}: low must be > 0 on a log scale, got {args[0]}")
+    if kind in ("int", "logint"):
+        if not all(float(a).is_integer() for a in args):
+            raise ConfigError(f"{where}.{kind}: bounds must be integers, got {args!r}")
+        return Dist(kind, [int(lo), int(hi)])
+    if kind == "quniform" and nums[2] <= 0:
+        raise ConfigError(f"{where}.quniform: q must be > 0, got {args[2]}")
+    return Dist(kind, nums)
+
+
+def method_knobs(method: str) -> set[str]:
+    import dataclasses
+
+    from gist_ray.methods import METHODS
+
+    return {f.name for f in dataclasses.fields(METHODS.get(method).config_cls)}
+
+
+def trial_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``method.<knob>`` values that the trial's chosen method does not have (flat conditional spaces)."""
+    method = overrides.get("method.name")
+    if method is None:
+        return dict(overrides)
+    knobs = method_knobs(str(method))
+    return {k: v for k, v in overrides.items()
+            if not (k.startswith("method.") and k != "method.name" and k.split(".", 2)[1] not in knobs)}
+
+
+def apply_overrides(base: dict, overrides: dict[str, Any]) -> dict:
+    raw = copy.deepcopy(base)
+    for key, value in trial_overrides(overrides).items():
+        set_path(raw, key.split("."), value)
+    return raw
+
+
+def _validate(spec: SweepSpec) -> None:
+    src = spec.source or spec.name
+    build_config(spec.base, source=f"{src}: base")
+    known_methods = spec.method_names()
+    for key, dist in spec.space.items():
+        where = f"{src}: space.{key}"
+        if key.startswith("method.") and key != "method.name":
+            knob = key.split(".", 2)[1]
+            owners = [m for m in known_methods if knob in method_knobs(m)]
+            if not owners:
+                raise ConfigError(f"{where}: no method in this sweep ({', '.join(known_methods)}) has a knob {knob!r}")
+            probe_base = apply_overrides(spec.base, {"method.name": owners[0]})
+        else:
+            probe_base = spec.base
+        for v in dist.probe_values():
+            try:
+                build_config(apply_overrides(probe_base, {key: v}))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: value {v!r} is invalid: {exc}") from None
+    for i, point in enumerate(spec.search.initial_points):
+        where = f"{src}: search.initial_points[{i}]"
+        unknown = [k for k in point if k not in spec.space]
+        if unknown and spec.define_by_run is None:
+            raise ConfigError(f"{where}: keys not in the space: {', '.join(unknown)}")
+        for k, v in point.items():
+            d = spec.space.get(k)
+            if d is not None and d.kind in ("choice", "fixed") and v not in d.probe_values():
+                raise ConfigError(f"{where}.{k}: {v!r} is not one of {d.probe_values()}")
+        try:
+            build_config(apply_overrides(spec.base, point))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if spec.define_by_run is not None:
+        _validate_define_by_run(spec)
+
+
+def _validate_define_by_run(spec: SweepSpec, probes: int = 16) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(probes):
+        trial = study.ask()
+        fixed = spec.define_by_run(trial) or {}
+        overrides = {**trial.params, **fixed}
+        try:
+            build_config(apply_overrides(spec.base, overrides))
+        except ConfigError as exc:
+            raise ConfigError(f"{spec.source}: space() proposed {overrides}: {exc}") from None
+        study.tell(trial, 0.0)
+
+
+def _load_python(path: Path) -> tuple[dict, Callable]:
+    mod_spec = importlib.util.spec_from_file_location(f"gist_ray_space_{path.stem}", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - report any import error with the file name
+        raise ConfigError(f"{path}: cannot import: {exc!r}") from None
+    if not hasattr(module, "SWEEP") or not callable(getattr(module, "space", None)):
+        raise ConfigError(f"{path}: a Python sweep file defines SWEEP (a mapping) and space(trial)")
+    return dict(module.SWEEP), module.space
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Load and validate a sweep file; ``overrides`` (``a.b=v``) apply to the base run config."""
+    from gist_ray.config import parse_override
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: sweep file not found")
+    define_by_run = None
+    if path.suffix == ".py":
+        raw, define_by_run = _load_python(path)
+    else:
+        raw = load_yaml(path)
+    allowed = {"name", "base", "search", "space", "overrides"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{path}: {key}: unknown top-level key; known: {', '.join(sorted(allowed))}")
+    base = raw.get("base") or {}
+    if isinstance(base, str):
+        base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+        if not base_path.is_file():
+            base_path = Path(base)
+        base = load_yaml(base_path)
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path}: base: must be a mapping or a path to a run config")
+    base = copy.deepcopy(base)
+    for text in list(raw.get("overrides") or []) + list(overrides):
+        keys, value = parse_override(text)
+        set_path(base, keys, value)
+    search = from_dict(SearchConfig, raw.get("search") or {}, "search")
+    space_raw = raw.get("space") or {}
+    if define_by_run is not None and space_raw:
+        raise ConfigError(f"{path}: a Python sweep file defines its space in space(trial), not in SWEEP['space']")
+    if not isinstance(space_raw, dict):
+        raise ConfigError(f"{path}: space: must be a mapping of config paths to distributions")
+    space = {str(k): parse_dist(v, f"{path}: space.{k}") for k, v in space_raw.items()}
+    spec = SweepSpec(str(raw.get("name") or path.stem), base, search, space, define_by_run, str(path))
+    if search.sampler == "grid":
+        bad = [k for k, d in space.items() if d.kind not in ("choice", "fixed")]
+        if bad:
+            raise ConfigError(f"{path}: search.sampler grid needs choice/fixed dimensions only; not: {', '.join(bad)}")
+    _validate(spec)
+    return spec
+
+
+def grid_size(spec: SweepSpec) -> int:
+    sizes = [len(d.probe_values()) for d in spec.space.values()]
+    return len(list(itertools.product(*[range(s) for s in sizes]))) if sizes else 1

@@ -1,0 +1,56 @@
+"""The Tune trial: apply the sampled overrides to the base config and train.
+
+``inline`` trains in the trial's own process (one worker; no Train controller to start). ``train`` builds and
+fits a Ray Train ``TorchTrainer`` (any number of workers, GPUs) that reports to Tune through
+``TuneReportCallback``; a restarted trial reuses the trainer's name and storage, so it resumes from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gist_ray.config import Config, build_config
+from gist_ray.sweep.space import apply_overrides
+
+
+def uses_inline(cfg: Config) -> bool:
+    r = cfg.resources
+    if r.backend != "auto":
+        return r.backend == "inline"
+    return r.num_workers == 1 and not r.use_gpu
+
+
+def trial_resources(cfg: Config) -> dict[str, float]:
+    """What Tune reserves for the trial process itself."""
+    r = cfg.resources
+    if uses_inline(cfg):
+        res = {"CPU": r.cpus_per_worker}
+        if r.use_gpu:
+            res["GPU"] = r.gpus_per_worker
+        return res
+    return {"CPU": 0.01}  # the trial only drives its TorchTrainer, whose workers reserve their own resources
+
+
+def run_trial(config: dict[str, Any], base: dict) -> None:
+    """Tune entry point; ``config`` is the sampled ``{a.b: value}`` overrides."""
+    import logging
+
+    from ray import tune
+
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    cfg = build_config(apply_overrides(base, config))
+    if uses_inline(cfg):
+        from gist_ray.train.loop import run_training
+        from gist_ray.train.ray_worker import TuneReporter
+
+        run_training(cfg, TuneReporter())
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from gist_ray.train.launch import make_trainer
+
+    trial_id = tune.get_context().get_trial_id()
+    trainer = make_trainer(cfg, callbacks=[TuneReportCallback()], name=f"{cfg.name}-{trial_id}")
+    trainer.fit()

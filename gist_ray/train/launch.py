@@ -1,0 +1,60 @@
+"""Build a Ray Train ``TorchTrainer`` for a config; start Ray locally or join a cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from gist_ray.config import Config, to_dict
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join ``address`` (``auto``, ``ray://...``) or start a local Ray instance; no-op if already up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if address in (None, "", "local"):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 configure_logging=True, logging_level="WARNING")
+    else:
+        ray.init(address=address, logging_level="WARNING")
+
+
+def cluster_has_gpu() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def storage_path(cfg: Config) -> str:
+    """Ray needs an absolute path (or a URI such as ``s3://`` for shared storage on a cluster)."""
+    out = cfg.output_dir
+    return out if "://" in out else str(Path(out).resolve())
+
+
+def make_trainer(cfg: Config, callbacks: Sequence[Any] = (), name: str | None = None):
+    """A TorchTrainer running :func:`train_loop_per_worker` with ``cfg``; same name + storage = resume."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from gist_ray.train.ray_worker import train_loop_per_worker
+
+    r = cfg.resources
+    use_gpu = cluster_has_gpu() if r.use_gpu is None else r.use_gpu
+    per_worker = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if use_gpu else {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=to_dict(cfg),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=name or cfg.name,
+            storage_path=storage_path(cfg),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
+            callbacks=list(callbacks),
+        ),
+    )

@@ -1,0 +1,40 @@
+"""Shared fixtures: a private cache dir, tiny configs, and one local Ray instance for the slow tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+# a session-wide cache so the synthetic-pretrained backbone is built at most once per test session
+os.environ.setdefault("GIST_RAY_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "gist-ray-test-cache"))
+
+TINY_OVERRIDES = [
+    "model.backbone=vit_test_tiny",
+    "model.weights=none",
+    "data.n_train=96",
+    "data.n_val=32",
+    "data.n_test=32",
+    "train.epochs=2",
+    "train.batch_size=16",
+]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (2 CPUs) shared by every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield ray
+    ray.shutdown()
