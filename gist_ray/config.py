@@ -213,7 +213,7 @@ class DataConfig:
     task: str = "shapes"
     root: Optional[str] = None
     train_split: str = "train"
-    eval_split: str = "val"
+    eval_split: Optional[str] = "val"  # evaluated every eval_every epochs; null: none (e.g. a refit)
     test_split: Optional[str] = "test"
     n_train: int = 800
     n_val: int = 200
@@ -251,6 +251,8 @@ class TrainConfig:
     checkpoint_every: int = 1
     eval_every: int = 1
     grad_clip: float = 0.0
+    # torch.compile the model (inductor): one-off compile time, then faster GPU steps; off by default
+    compile: bool = False
 
     def check(self, where: str) -> None:
         _require(self.epochs >= 1, where, "epochs", f"must be >= 1, got {self.epochs}")

@@ -91,13 +91,30 @@ class MlflowSweepCallback(Callback):
         self.close(trials, status="FINISHED")
 
     def close(self, trials=(), status: str = "FINISHED") -> None:
-        """Close every child still open and the parent (also called by the driver on a crash)."""
+        """Give every child its trial's final status (unfinished ones KILLED), then close the parent."""
+        final = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
         for trial in trials:
-            if trial.trial_id in self.children and trial.status not in ("TERMINATED", "ERROR"):
-                self.c.set_terminated(self.children[trial.trial_id], "KILLED")
-        tracking.close_open_runs(self.c, self.exp_id, {tracking.SWEEP_TAG: self.spec.name, tracking.KIND_TAG: "trial"},
-                                 "KILLED")
-        self.c.set_terminated(self.parent_id, status)
+            run_id = self.children.get(trial.trial_id)
+            if run_id is None:
+                found = tracking.find_run(self.c, self.exp_id, {tracking.SWEEP_TAG: self.spec.name,
+                                                                tracking.TRIAL_TAG: trial.trial_id})
+                run_id = found.info.run_id if found else None
+            if run_id is not None:
+                self.c.set_terminated(run_id, final.get(trial.status, "KILLED"))
+        close_sweep_runs(self.uri, self.experiment, self.spec.name, status)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_c"] = None  # the MLflow client is rebuilt after unpickling (Tune restores callbacks)
+        return state
+
+
+def close_sweep_runs(uri: str, experiment: str, sweep: str, status: str = "KILLED") -> None:
+    """Close whatever of sweep ``sweep`` is still RUNNING in MLflow (children KILLED, the parent ``status``)."""
+    c = tracking.client(uri)
+    exp = tracking.experiment_id(c, experiment)
+    tracking.close_open_runs(c, exp, {tracking.SWEEP_TAG: sweep, tracking.KIND_TAG: "trial"}, "KILLED")
+    tracking.close_open_runs(c, exp, {tracking.SWEEP_TAG: sweep, tracking.KIND_TAG: "sweep"}, status)
 
 
 def error_message(trial) -> str:

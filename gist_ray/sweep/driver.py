@@ -29,6 +29,9 @@ class SweepResult:
     mode: str
     rows: list[TrialRow] = field(default_factory=list)
     wall_s: float = 0.0
+    refit: dict[str, Any] = field(default_factory=dict)
+    repeats: "SweepResult | None" = None
+    pareto_dir: str = ""
 
     def ok_rows(self) -> list[TrialRow]:
         return [r for r in self.rows if r.status == "TERMINATED" and _finite(r.metrics.get(self.metric))]
@@ -110,7 +113,10 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True) -> Sw
     mlflow_cb = MlflowSweepCallback(spec, base_cfg.tracking.uri, base_cfg.tracking.experiment)
     total = spec.search.num_samples
     callbacks = [mlflow_cb, ProgressCallback(spec.search.metric, spec.search.mode, total)] if verbose else [mlflow_cb]
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=spec.base), trial_resources(base_cfg))
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=spec.base, budget=spec.search.max_trainable_params),
+        trial_resources(base_cfg),
+    )
     if resume:
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
@@ -134,9 +140,9 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True) -> Sw
     try:
         grid = tuner.fit()
     except BaseException:
-        mlflow_cb.c  # noqa: B018 - make sure the client exists
-        if hasattr(mlflow_cb, "parent_id"):
-            mlflow_cb.close(status="KILLED")
+        from gist_ray.sweep.callbacks import close_sweep_runs
+
+        close_sweep_runs(base_cfg.tracking.uri, base_cfg.tracking.experiment, spec.name, "KILLED")
         raise
     result = SweepResult(spec.name, path, spec.search.metric, spec.search.mode, wall_s=time.perf_counter() - t0)
     for r in grid:
@@ -145,7 +151,50 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True) -> Sw
         err = "" if not r.error else str(r.error).strip().splitlines()[-1][:300]
         result.rows.append(TrialRow(str(m.get("trial_id", "?")), status, dict(r.config or {}), m, err))
     finish_parent(mlflow_cb, spec, result)
+    if spec.protocol == "vtab" and result.best() is not None:
+        result.refit = refit(spec, result, mlflow_cb)
+    if spec.search.repeat_best and result.ok_rows():
+        result.repeats = repeat_best(spec, result, verbose)
     return result
+
+
+def refit(spec: SweepSpec, result: SweepResult, cb) -> dict[str, Any]:
+    """VTAB-1k protocol: train the best configuration on train+val, test once; an MLflow run under the sweep."""
+    from gist_ray import tracking
+    from gist_ray.sweep.analysis import refit_config
+    from gist_ray.train.launch import make_trainer
+    from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
+
+    cfg = build_config(refit_config(spec, result.best().config))
+    cfg_dict = to_dict(cfg)
+    uri = cfg.tracking.uri
+    run_id = open_train_run(uri, cfg.tracking.experiment, cfg.name, cfg_dict)
+    c = tracking.client(uri)
+    c.set_tag(run_id, tracking.PARENT_TAG, cb.parent_id)
+    c.set_tag(run_id, tracking.KIND_TAG + "_phase", "refit")
+    status = "FAILED"
+    try:
+        out = make_trainer(cfg, callbacks=[MlflowTrainCallback(uri, run_id)]).fit()
+        status = "FINISHED"
+    finally:
+        c.set_terminated(run_id, status)
+    metrics = dict(out.metrics or {})
+    if "test/acc" in metrics:
+        c.log_metric(cb.parent_id, "refit/test/acc", float(metrics["test/acc"]))
+    print(f"refit of the best configuration on {cfg.data.train_split}: test/acc={metrics.get('test/acc')}")
+    return metrics
+
+
+def repeat_best(spec: SweepSpec, result: SweepResult, verbose: bool) -> "SweepResult":
+    """Rerun the best ``repeat_best`` configurations over ``repeat_seeds``; report mean and spread."""
+    from gist_ray.sweep.analysis import repeat_spec
+
+    sign = -1 if spec.search.mode == "max" else 1
+    ranked = sorted(result.ok_rows(), key=lambda r: sign * r.metrics[spec.search.metric])
+    best = [dict(r.config) for r in ranked[: spec.search.repeat_best]]
+    follow = repeat_spec(spec, best)
+    resume = Path(result.path).parent.joinpath(follow.name, "tuner.pkl").exists()
+    return run_sweep(follow, resume=resume, verbose=verbose)
 
 
 def finish_parent(cb, spec: SweepSpec, result: SweepResult) -> None:
@@ -156,7 +205,13 @@ def finish_parent(cb, spec: SweepSpec, result: SweepResult) -> None:
     from gist_ray import tracking
 
     c, parent = cb.c, getattr(cb, "parent_id", None) or cb.open_parent()
+    from gist_ray.sweep.analysis import importances, write_pareto
+    from gist_ray.sweep.search import objectives
+
     best = result.best()
+    imp = importances(spec, result.rows)
+    for k, v in imp.items():
+        c.log_metric(parent, f"importance/{k}", v)
     if best is not None:
         tracking.log_params(c, parent, {f"best.{k}": v for k, v in best.config.items()})
         c.log_metric(parent, f"best/{result.metric}", float(best.metrics[result.metric]))
@@ -165,6 +220,12 @@ def finish_parent(cb, spec: SweepSpec, result: SweepResult) -> None:
         p = Path(tmp, "trials.md")
         p.write_text(format_table(result))
         c.log_artifact(parent, str(p))
+        metrics, modes = objectives(spec)
+        if len(metrics) > 1:
+            out = Path(result.path) / "pareto" if "://" not in result.path else Path(tmp, "pareto")
+            for f in write_pareto(result.rows, list(zip(metrics, modes)), out):
+                c.log_artifact(parent, str(f), "pareto")
+            result.pareto_dir = str(out)
         if best is not None:
             full = to_dict(build_config(apply_overrides(spec.base, best.config)))
             Path(tmp, "best_config.json").write_text(json.dumps(full, indent=2))

@@ -48,6 +48,9 @@ class SearchConfig:
     trial_retries: int = 0
     # configurations evaluated first (e.g. the paper's defaults), as {space key: value} mappings
     initial_points: list = field(default_factory=list)
+    # after the search: rerun the best `repeat_best` configurations once per seed in `repeat_seeds`
+    repeat_best: int = 0
+    repeat_seeds: list = field(default_factory=list)
 
     def check(self, where: str) -> None:
         w = where or "search"
@@ -62,6 +65,10 @@ class SearchConfig:
                 raise ConfigError(f"{w}.objectives.{k}: mode must be max or min, got {v!r}")
         if self.objectives and self.sampler not in ("nsga2", "random"):
             raise ConfigError(f"{w}.sampler: multi-objective sweeps need sampler nsga2 or random, got {self.sampler}")
+        if self.repeat_best < 0 or (self.repeat_best and not self.repeat_seeds):
+            raise ConfigError(f"{w}.repeat_best: needs repeat_seeds, a non-empty list of integer seeds")
+        if self.max_trainable_params is not None and self.max_trainable_params < 1:
+            raise ConfigError(f"{w}.max_trainable_params: must be >= 1, got {self.max_trainable_params}")
         for i, point in enumerate(self.initial_points):
             if not isinstance(point, dict):
                 raise ConfigError(f"{w}.initial_points[{i}]: must be a mapping of space keys to values")
@@ -85,14 +92,20 @@ class Dist:
         return [self.args[0], self.args[1]]
 
 
+PROTOCOLS = ("none", "vtab")
+
+
 @dataclass
 class SweepSpec:
+    """A validated sweep. ``protocol: vtab`` tunes on train/val, then refits the best on train+val, tests once."""
+
     name: str
     base: dict
     search: SearchConfig
     space: dict[str, Dist] = field(default_factory=dict)
     define_by_run: Optional[Callable] = None
     source: str = ""
+    protocol: str = "none"
 
     def method_names(self) -> list[str]:
         """Every method a trial of this sweep can use."""
@@ -145,6 +158,8 @@ def method_knobs(method: str) -> set[str]:
 
     from gist_ray.methods import METHODS
 
+    if method not in METHODS:
+        return set()  # the config validation names the unknown method
     return {f.name for f in dataclasses.fields(METHODS.get(method).config_cls)}
 
 
@@ -241,7 +256,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raw, define_by_run = _load_python(path)
     else:
         raw = load_yaml(path)
-    allowed = {"name", "base", "search", "space", "overrides"}
+    allowed = {"name", "base", "search", "space", "overrides", "protocol", "per_task"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{path}: {key}: unknown top-level key; known: {', '.join(sorted(allowed))}")
@@ -257,6 +272,23 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     for text in list(raw.get("overrides") or []) + list(overrides):
         keys, value = parse_override(text)
         set_path(base, keys, value)
+    per_task = raw.get("per_task") or {}
+    if not isinstance(per_task, dict):
+        raise ConfigError(f"{path}: per_task: must map a data.task to {{config path: value}} overrides")
+    task = base.get("data", {}).get("task", "shapes")
+    recipe = per_task.get(task) or {}
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"{path}: per_task.{task}: must be a mapping of config paths to values")
+    given = {".".join(parse_override(t)[0]) for t in overrides}
+    for key, value in recipe.items():
+        if key not in given:  # command-line overrides win over the per-task recipe
+            set_path(base, str(key).split("."), value)
+    protocol = str(raw.get("protocol") or "none")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{path}: protocol: unknown {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if protocol == "vtab":
+        data = base.setdefault("data", {})
+        data.update({"train_split": "train", "eval_split": "val", "test_split": None})  # test never reaches the tuner
     search = from_dict(SearchConfig, raw.get("search") or {}, "search")
     space_raw = raw.get("space") or {}
     if define_by_run is not None and space_raw:
@@ -264,7 +296,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if not isinstance(space_raw, dict):
         raise ConfigError(f"{path}: space: must be a mapping of config paths to distributions")
     space = {str(k): parse_dist(v, f"{path}: space.{k}") for k, v in space_raw.items()}
-    spec = SweepSpec(str(raw.get("name") or path.stem), base, search, space, define_by_run, str(path))
+    spec = SweepSpec(str(raw.get("name") or path.stem), base, search, space, define_by_run, str(path), protocol)
+    if protocol == "vtab":
+        bad = [k for k in space if k.startswith("data.") and k.endswith("_split")]
+        if bad:
+            raise ConfigError(f"{path}: space.{bad[0]}: protocol vtab fixes the splits; do not search them")
     if search.sampler == "grid":
         bad = [k for k, d in space.items() if d.kind not in ("choice", "fixed")]
         if bad:

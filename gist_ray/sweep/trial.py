@@ -32,7 +32,18 @@ def trial_resources(cfg: Config) -> dict[str, float]:
     return {"CPU": 0.01}  # the trial only drives its TorchTrainer, whose workers reserve their own resources
 
 
-def run_trial(config: dict[str, Any], base: dict) -> None:
+class OverBudget(RuntimeError):
+    """A configuration with more trainable parameters than ``search.max_trainable_params``."""
+
+
+def check_budget(counts: dict[str, int], budget: int | None) -> None:
+    if budget is not None and counts["total"] > budget:
+        raise OverBudget(f"rejected before training: {counts['total']:,} trainable parameters > "
+                         f"search.max_trainable_params {budget:,} (method {counts['method']:,}, "
+                         f"token {counts['token']:,}, head {counts['head']:,})")
+
+
+def run_trial(config: dict[str, Any], base: dict, budget: int | None = None) -> None:
     """Tune entry point; ``config`` is the sampled ``{a.b: value}`` overrides."""
     import logging
 
@@ -42,11 +53,19 @@ def run_trial(config: dict[str, Any], base: dict) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = build_config(apply_overrides(base, config))
     if uses_inline(cfg):
-        from gist_ray.train.loop import run_training
+        from gist_ray.train.loop import GistRun
         from gist_ray.train.ray_worker import TuneReporter
 
-        run_training(cfg, TuneReporter())
+        run = GistRun(cfg, TuneReporter())
+        check_budget(run.counts, budget)
+        run.fit()
         return
+    if budget is not None:
+        from gist_ray.data import load_splits
+        from gist_ray.model import build_from_config, trainable_counts
+
+        classes = load_splits(cfg.data, [cfg.data.train_split])[cfg.data.train_split].num_classes
+        check_budget(trainable_counts(build_from_config(cfg, classes)), budget)
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from gist_ray.train.launch import make_trainer

@@ -174,12 +174,14 @@ class GistRun:
         self.device = reporter.device()
         torch.manual_seed(cfg.train.seed)
         d = cfg.data
-        splits = load_splits(d, [d.train_split, d.eval_split])
-        self.train_split, self.eval_split = splits[d.train_split], splits[d.eval_split]
+        splits = load_splits(d, [s for s in (d.train_split, d.eval_split) if s])
+        self.train_split, self.eval_split = splits[d.train_split], splits.get(d.eval_split or "")
         self.num_classes = self.train_split.num_classes
         model = build_from_config(cfg, self.num_classes).to(self.device)
         self.counts = trainable_counts(model)
         self.model = reporter.prepare_model(model)
+        if cfg.train.compile:  # after DDP wrapping, as PyTorch recommends; unwrap() sees through both
+            self.model = torch.compile(self.model)
         self.prep = BatchPrep(self.model, self.device)
         self.amp = autocast_dtype(cfg.train.precision, self.device)
         t = cfg.train
@@ -271,7 +273,7 @@ class GistRun:
             t0 = time.perf_counter()
             metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": self.sched.get_last_lr()[0]}
             last = epoch + 1 == epochs
-            if (epoch + 1) % cfg.train.eval_every == 0 or last:
+            if self.eval_split is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
                 ev = evaluate(self.model, self.eval_split, self.prep, 2 * cfg.train.batch_size, self.device, self.amp,
                               self.rep.rank, self.rep.world_size)
                 metrics.update({"val/acc": ev["acc"], "val/loss": ev["loss"]})
@@ -282,7 +284,8 @@ class GistRun:
             metrics.update({f"params/{k}": v for k, v in self.counts.items()})
             self._report(metrics, checkpoint=(epoch + 1) % cfg.train.checkpoint_every == 0 or last)
         if not metrics:  # resumed after the last epoch: nothing left but the final numbers
-            metrics = {"epoch": epochs, **self.test()}
+            metrics = {"epoch": epochs, **self.test(), **{f"params/{k}": v for k, v in self.counts.items()}}
+            self._report(metrics, checkpoint=False)
         return metrics
 
     def token_stats(self) -> dict[str, float]:

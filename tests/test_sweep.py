@@ -1,0 +1,112 @@
+"""End-to-end sweeps on a local Ray: Tune + Optuna + MLflow, errors, budgets, Pareto fronts, the VTAB protocol."""
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from conftest import TINY_OVERRIDES
+from gist_ray.sweep.driver import run_sweep
+from gist_ray.sweep.space import load_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_base(tmp_path) -> dict:
+    base: dict = {}
+    for text in TINY_OVERRIDES:
+        key, value = text.split("=", 1)
+        sec, field = key.split(".")
+        base.setdefault(sec, {})[field] = yaml.safe_load(value)
+    base["output_dir"] = str(tmp_path / "runs")
+    base["tracking"] = {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "tests"}
+    base["resources"] = {"use_gpu": False}
+    return base
+
+
+def sweep_file(tmp_path, name, space, search, **extra) -> Path:
+    doc = {"name": name, "base": tiny_base(tmp_path), "search": search, "space": space, **extra}
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def runs(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    return mlflow.search_runs(experiment_names=["tests"])
+
+
+def test_two_trial_sweep_writes_one_mlflow_run_per_trial(ray_local, tmp_path):
+    p = sweep_file(tmp_path, "two", {"gist.enabled": {"choice": [True, False]}, "gist.lam": {"choice": [0.25, 0.75]}},
+                   {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "tpe", "scheduler": "asha",
+                    "initial_points": [{"gist.enabled": True, "gist.lam": 0.25}, {"gist.enabled": False, "gist.lam": 0.75}]})
+    result = run_sweep(load_sweep(p), verbose=False)
+    assert len(result.rows) == 2 and result.best() is not None
+    assert sorted(r.config["gist.enabled"] for r in result.rows) == [False, True]
+    df = runs(tmp_path)
+    trials = df[df["tags.gist_ray.kind"] == "trial"]
+    assert len(trials) == 2 and len(df[df["tags.gist_ray.kind"] == "sweep"]) == 1
+    assert set(df["status"]) == {"FINISHED"}
+    parent = df[df["tags.gist_ray.kind"] == "sweep"].run_id.iloc[0]
+    assert set(trials["tags.mlflow.parentRunId"]) == {parent}
+    for col in ("params.gist.lam", "params.method.name", "tags.method", "tags.backbone", "tags.gist", "tags.dataset",
+                "metrics.val/acc", "metrics.train/ce_cls", "metrics.train/kl_cls_gist", "metrics.train/agreement"):
+        assert col in df.columns, col
+    on = trials[trials["tags.gist"] == "true"]
+    assert on["metrics.train/kl_gist_cls"].notna().all()
+    history = mlflow.tracking.MlflowClient().get_metric_history(trials.run_id.iloc[0], "train/loss")
+    assert [m.step for m in history] == [1, 2]  # one point per epoch
+    assert "importance/gist.lam" in df.columns or len(result.ok_rows()) < 3
+
+
+def test_nan_and_over_budget_trials_error_with_reasons_and_the_sweep_goes_on(ray_local, tmp_path):
+    p = sweep_file(tmp_path, "faults", {"method.name": {"choice": ["linear", "full"]}, "train.lr": {"choice": [3e-3, 1e30]}},
+                   {"num_samples": 4, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none",
+                    "max_trainable_params": 5000},
+                   overrides=["train.warmup_epochs=0"])
+    result = run_sweep(load_sweep(p), verbose=False)
+    status = {(r.config["method.name"], r.config["train.lr"]): r.status for r in result.rows}
+    assert status == {("linear", 3e-3): "TERMINATED", ("linear", 1e30): "ERROR",
+                      ("full", 3e-3): "ERROR", ("full", 1e30): "ERROR"}
+    best = result.best()
+    assert best.config == {"method.name": "linear", "train.lr": 3e-3}
+    df = runs(tmp_path)
+    trials = df[df["tags.gist_ray.kind"] == "trial"]
+    assert len(trials) == 4 and "RUNNING" not in set(df["status"])
+    failed = trials[trials["status"] == "FAILED"]
+    errors = " ".join(failed["tags.error"])
+    assert "training loss became" in errors and "max_trainable_params" in errors
+    assert len(failed) == 3
+
+
+def test_multi_objective_sweep_writes_and_logs_the_pareto_front(ray_local, tmp_path):
+    p = sweep_file(tmp_path, "pareto", {"method.name": {"choice": ["linear", "gist_adapter", "vpt_deep"]},
+                                        "gist.enabled": {"choice": [True, False]}},
+                   {"num_samples": 4, "max_concurrent_trials": 2, "sampler": "nsga2", "scheduler": "none",
+                    "objectives": {"params/total": "min"}})
+    result = run_sweep(load_sweep(p), verbose=False)
+    out = Path(result.pareto_dir)
+    assert (out / "pareto.csv").stat().st_size > 0 and (out / "pareto.png").stat().st_size > 0
+    lines = (out / "pareto.csv").read_text().splitlines()
+    assert lines[0].startswith("trial_id,status,on_front,val/acc,params/total") and len(lines) == 5
+    df = runs(tmp_path)
+    parent = df[df["tags.gist_ray.kind"] == "sweep"].run_id.iloc[0]
+    arts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(parent, "pareto")}
+    assert arts == {"pareto/pareto.csv", "pareto/pareto.png"}
+
+
+def test_vtab_protocol_never_shows_test_to_the_tuner_and_refits_once(ray_local, tmp_path):
+    p = sweep_file(tmp_path, "proto", {"gist.lam": {"choice": [0.25, 0.75]}},
+                   {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none"},
+                   protocol="vtab")
+    spec = load_sweep(p)
+    result = run_sweep(spec, verbose=False)
+    for row in result.rows:  # everything the tuner saw
+        assert not [k for k in row.metrics if k.startswith("test/")], row.metrics
+    assert "test/acc" in result.refit and 0.0 <= result.refit["test/acc"] <= 1.0
+    df = runs(tmp_path)
+    refit = df[df["tags.gist_ray.kind_phase"] == "refit"]
+    assert len(refit) == 1 and refit["params.data.train_split"].iloc[0] == "trainval"
+    trials = df[df["tags.gist_ray.kind"] == "trial"]
+    assert trials["metrics.test/acc"].isna().all()

@@ -1,0 +1,96 @@
+"""Sweep files: every shipped one validates; malformed ones fail before Ray starts, naming file and key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gist_ray.config import ConfigError
+from gist_ray.sweep.space import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p for p in (ROOT / "search_spaces").iterdir() if p.suffix in (".yaml", ".py") and p.name != "__init__.py")
+SCALING = {"scaling_toy.yaml", "scaling_vit.yaml"}  # study files, validated by the scaling tests
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.name not in SCALING], ids=lambda p: p.name)
+def test_every_shipped_sweep_file_loads_and_names_its_command(path):
+    spec = load_sweep(path)
+    assert spec.name
+    head = path.read_text().lstrip()
+    assert head.startswith(("#", '"""')) and "gist-ray sweep search_spaces/" + path.name in head.splitlines()[0]
+
+
+def write(tmp_path, doc: dict) -> Path:
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+BASE = {"base": {"model": {"backbone": "vit_test_tiny", "weights": "none"}}}
+
+
+@pytest.mark.parametrize(
+    "space, key, message",
+    [
+        ({"train.lr": {"normal": [0, 1]}}, "space.train.lr", "unknown distribution"),
+        ({"train.lr": {"loguniform": [1e-2, 1e-4]}}, "space.train.lr", "low"),
+        ({"train.lr": {"loguniform": [0, 1e-2]}}, "space.train.lr", "> 0"),
+        ({"method.name": {"choice": ["gist_adapter", "nosuch"]}}, "space.method.name", "nosuch"),
+        ({"method.name": {"choice": ["vpt_deep"]}, "method.bottleneck": {"choice": [4, 8]}}, "space.method.bottleneck",
+         "no method in this sweep"),
+        ({"gist.lam": {"uniform": [-1.0, 0.5]}}, "space.gist.lam", "gist.lam"),
+        ({"train.nosuch": {"choice": [1]}}, "space.train.nosuch", "unknown field"),
+        ({"train.epochs": {"int": [1.5, 3]}}, "space.train.epochs", "integers"),
+    ],
+)
+def test_malformed_space_names_file_and_key(tmp_path, space, key, message):
+    p = write(tmp_path, {**BASE, "space": space})
+    with pytest.raises(ConfigError) as exc:
+        load_sweep(p)
+    text = str(exc.value)
+    assert str(p) in text and key in text and message in text, text
+
+
+def test_unknown_top_level_key_and_bad_search_settings(tmp_path):
+    with pytest.raises(ConfigError, match="spaces"):
+        load_sweep(write(tmp_path, {**BASE, "spaces": {}}))
+    with pytest.raises(ConfigError, match="search.sampler"):
+        load_sweep(write(tmp_path, {**BASE, "search": {"sampler": "cmaes"}}))
+    with pytest.raises(ConfigError, match="grid"):
+        load_sweep(write(tmp_path, {**BASE, "search": {"sampler": "grid"}, "space": {"train.lr": {"uniform": [0.1, 0.2]}}}))
+    with pytest.raises(ConfigError, match="initial_points"):
+        load_sweep(write(tmp_path, {**BASE, "search": {"initial_points": [{"train.nope": 1}]},
+                                    "space": {"train.lr": {"uniform": [0.1, 0.2]}}}))
+
+
+def test_flat_space_drops_knobs_of_other_methods():
+    from gist_ray.sweep.space import apply_overrides
+
+    raw = apply_overrides({}, {"method.name": "vpt_deep", "method.bottleneck": 8, "method.length": 3})
+    assert raw["method"] == {"name": "vpt_deep", "length": 3}
+
+
+def test_per_task_recipe_and_command_line_precedence():
+    spec = load_sweep(ROOT / "search_spaces/paper_vtab.yaml", ["data.task=clevr_dist"])
+    assert spec.base["train"]["lr"] == 5e-2 and spec.base["model"]["drop_path"] == 0.1
+    spec = load_sweep(ROOT / "search_spaces/paper_vtab.yaml", ["data.task=clevr_dist", "train.lr=1e-4"])
+    assert float(spec.base["train"]["lr"]) == 1e-4
+
+
+def test_vtab_protocol_keeps_test_out_of_trials():
+    spec = load_sweep(ROOT / "search_spaces/paper_vtab.yaml")
+    assert spec.protocol == "vtab"
+    assert spec.base["data"]["test_split"] is None and spec.base["data"]["eval_split"] == "val"
+
+
+def test_define_by_run_file_is_probed(tmp_path):
+    bad = tmp_path / "bad_space.py"
+    bad.write_text("SWEEP = {'base': {'model': {'backbone': 'vit_test_tiny'}}}\n"
+                   "def space(trial):\n    trial.suggest_float('train.lr', -1.0, 0.0)\n")
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_sweep(bad)
+    broken = tmp_path / "broken.py"
+    broken.write_text("SWEEP = {}\n")
+    with pytest.raises(ConfigError, match="space\\(trial\\)"):
+        load_sweep(broken)
