@@ -19,6 +19,7 @@ class MlflowSweepCallback(Callback):
     def __init__(self, spec: SweepSpec, uri: str, experiment: str) -> None:
         self.spec, self.uri, self.experiment = spec, uri, experiment
         self.children: dict[str, str] = {}
+        self.logged_epoch: dict[str, int] = {}  # per trial: the last epoch already in MLflow
         self._c = None
 
     # -- helpers
@@ -60,6 +61,8 @@ class MlflowSweepCallback(Callback):
         if found:
             run_id = found.info.run_id
             self.c.update_run(run_id, "RUNNING")
+            history = self.c.get_metric_history(run_id, "epoch")
+            self.logged_epoch[trial.trial_id] = max((int(m.step) for m in history), default=0)
         else:
             cfg = self.trial_config(trial)
             all_tags = {**tags, tracking.KIND_TAG: "trial", tracking.PARENT_TAG: self.parent_id, **tracking.run_tags(cfg)}
@@ -76,8 +79,13 @@ class MlflowSweepCallback(Callback):
         self._child(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        m = tracking.numeric_metrics(result)
-        tracking.log_metrics(self.c, self._child(trial), m, step=int(result.get("training_iteration", 0)))
+        """Log one point per epoch; a restored trial re-reporting an epoch already logged is skipped."""
+        run_id = self._child(trial)
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if epoch <= self.logged_epoch.get(trial.trial_id, 0):
+            return
+        tracking.log_metrics(self.c, run_id, tracking.numeric_metrics(result), step=epoch)
+        self.logged_epoch[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.c.set_terminated(self._child(trial), "FINISHED")

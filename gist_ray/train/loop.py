@@ -10,6 +10,9 @@ host syncs).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import math
 import os
 import shutil
@@ -27,10 +30,13 @@ from gist_ray.backbones import input_spec, vit_of
 from gist_ray.config import Config
 from gist_ray.data import Split, load_splits
 from gist_ray.losses import gist_objective
-from gist_ray.model import build_from_config, load_trainable, save_trainable, trainable_counts, unwrap
+from gist_ray.model import apply_trainable, build_from_config, save_trainable, trainable_counts, unwrap
 
 STATE_FILE = "train_state.pt"
 WEIGHTS_FILE = "trainable.safetensors"
+CHECKSUMS_FILE = "checksums.json"  # sha256 + size of the two files above, written last
+
+log = logging.getLogger(__name__)
 
 
 class Reporter(Protocol):
@@ -40,6 +46,10 @@ class Reporter(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
 
     def latest_checkpoint(self) -> contextlib.AbstractContextManager[str | None]: ...
+
+    # optional: every retained checkpoint, newest first (resume falls back to an older one when the newest is
+    # unreadable); each directory is materialised lazily, while the context is open
+    def checkpoints(self) -> contextlib.AbstractContextManager[Iterator[str]]: ...
 
     def prepare_model(self, model: nn.Module) -> nn.Module: ...
 
@@ -71,11 +81,109 @@ class LocalReporter:
         ckpts = sorted(self.dir.glob("checkpoint_*"))
         yield str(ckpts[-1]) if ckpts else None
 
+    @contextlib.contextmanager
+    def checkpoints(self) -> Iterator[Iterator[str]]:
+        yield iter([str(p) for p in sorted(self.dir.glob("checkpoint_*"), reverse=True) if p.is_dir()])
+
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model
 
     def device(self) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, truncated or corrupt files, or a pickle that was refused."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: str | os.PathLike, write) -> None:
+    """``write(file)`` into a temporary file next to ``path``, fsync, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers see the old file or the complete new one, never a partial one
+    finally:
+        if tmp.exists():  # only after a failed write
+            tmp.unlink()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_checksums(directory: str | os.PathLike) -> None:
+    """Record size and sha256 of the weights and state files (written last: a complete checkpoint has it)."""
+    d = Path(directory)
+    sums = {n: {"bytes": (d / n).stat().st_size, "sha256": _sha256(d / n)} for n in (WEIGHTS_FILE, STATE_FILE)}
+    _atomic_write(d / CHECKSUMS_FILE, lambda f: f.write(json.dumps(sums, indent=1).encode()))
+
+
+def verify_checksums(directory: str | os.PathLike) -> None:
+    """Compare the files with ``checksums.json`` (checkpoints written before it existed have none: skipped)."""
+    d = Path(directory)
+    manifest = d / CHECKSUMS_FILE
+    if not manifest.is_file():
+        return
+    try:
+        sums = json.loads(manifest.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{manifest}: unreadable ({exc})") from None
+    for name in (WEIGHTS_FILE, STATE_FILE):
+        want, f = sums.get(name) or {}, d / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing")
+        size = f.stat().st_size
+        if "bytes" in want and size != want["bytes"]:
+            raise CheckpointError(f"{f}: {size} bytes, the checkpoint recorded {want['bytes']} (truncated?)")
+        if "sha256" in want and _sha256(f) != want["sha256"]:
+            raise CheckpointError(f"{f}: sha256 differs from the one recorded at save time (corrupt)")
+
+
+def read_checkpoint(directory: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """A checkpoint's trained weights and training state, fully read and checked before anything is applied.
+
+    Weights come from safetensors (plain tensors, no code); the state from ``torch.load(weights_only=True)``,
+    which refuses any pickle that would import or call anything but tensors and plain containers. Every
+    problem is raised as :class:`CheckpointError`.
+    """
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    verify_checksums(d)
+    try:
+        weights = load_file(str(d / WEIGHTS_FILE))
+    except Exception as exc:
+        raise CheckpointError(f"{d / WEIGHTS_FILE}: unreadable ({type(exc).__name__}: {str(exc)[:300]})") from exc
+    try:
+        state = torch.load(d / STATE_FILE, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{d / STATE_FILE}: refused or unreadable ({type(exc).__name__}: {str(exc)[:300]})") from exc
+    missing = {"epoch", "optimizer", "scheduler", "scaler"} - (set(state) if isinstance(state, dict) else set())
+    if missing:
+        raise CheckpointError(f"{d / STATE_FILE}: not a gist-ray training state (missing {sorted(missing)})")
+    return weights, state
+
+
+@contextlib.contextmanager
+def _only_latest(reporter: Reporter) -> Iterator[Iterator[str]]:
+    """For reporters without ``checkpoints()``: the latest checkpoint as the only candidate."""
+    with reporter.latest_checkpoint() as d:
+        yield iter([d] if d else [])
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -195,21 +303,51 @@ class GistRun:
         self.images = self.train_split.images.to(self.device)
         self.labels = self.train_split.labels.to(self.device)
         self.start_epoch = 0
+        self.last_metrics: dict[str, Any] = {}
 
     # -- checkpoints
-    def save(self, directory: str, epoch: int) -> None:
+    def save(self, directory: str, epoch: int, metrics: dict[str, Any] | None = None) -> None:
         save_trainable(self.model, Path(directory) / WEIGHTS_FILE)
-        state = {"epoch": epoch, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+        plain = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str, bool))}
+        state = {"epoch": epoch, "metrics": plain, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                  "scaler": self.scaler.state_dict()}
-        torch.save(state, Path(directory) / STATE_FILE)
+        atomic_torch_save(state, Path(directory) / STATE_FILE)
+        write_checksums(directory)
 
     def restore(self, directory: str) -> None:
-        load_trainable(self.model, Path(directory) / WEIGHTS_FILE)
-        state = torch.load(Path(directory) / STATE_FILE, map_location=self.device, weights_only=True)
+        weights, state = read_checkpoint(directory, map_location=self.device)
+        apply_trainable(self.model, weights, Path(directory) / WEIGHTS_FILE)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
+        self.last_metrics = dict(state.get("metrics") or {})
+
+    def resume(self) -> None:
+        """Restore the newest usable checkpoint; an unusable one is skipped, with a warning, for the one before."""
+        many = getattr(self.rep, "checkpoints", None)
+        skipped: list[str] = []
+        with (many() if many is not None else _only_latest(self.rep)) as candidates:
+            for d in candidates:
+                try:
+                    self.restore(d)
+                except (CheckpointError, ValueError, KeyError, RuntimeError) as exc:
+                    log.warning("checkpoint %s is unusable; falling back to the one before it: %s", d, exc)
+                    skipped.append(f"{d}: {exc}")
+                    continue
+                if skipped:
+                    log.warning("resumed from the older checkpoint %s (epoch %d) after skipping %d unusable newer "
+                                "one(s)", d, self.start_epoch, len(skipped))
+                break
+            else:
+                if skipped:
+                    raise CheckpointError("no usable checkpoint to resume from:\n  " + "\n  ".join(skipped))
+        if dist.is_available() and dist.is_initialized():  # every worker must continue from the same epoch
+            t = torch.tensor([self.start_epoch, -self.start_epoch], device=self.device, dtype=torch.int64)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            if int(t[0]) != -int(t[1]):
+                raise CheckpointError(f"workers resumed from different epochs ({-int(t[1])} to {int(t[0])}); "
+                                      "is the run's storage shared by all nodes?")
 
     # -- one epoch
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -264,9 +402,7 @@ class GistRun:
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        with self.rep.latest_checkpoint() as ckpt:
-            if ckpt:
-                self.restore(ckpt)
+        self.resume()
         metrics: dict[str, Any] = {}
         epochs = cfg.train.epochs
         for epoch in range(self.start_epoch, epochs):
@@ -284,7 +420,9 @@ class GistRun:
             metrics.update({f"params/{k}": v for k, v in self.counts.items()})
             self._report(metrics, checkpoint=(epoch + 1) % cfg.train.checkpoint_every == 0 or last)
         if not metrics:  # resumed after the last epoch: nothing left but the final numbers
-            metrics = {"epoch": epochs, **self.test(), **{f"params/{k}": v for k, v in self.counts.items()}}
+            metrics = dict(self.last_metrics) or {"epoch": epochs, **{f"params/{k}": v for k, v in self.counts.items()}}
+            if self.cfg.data.test_split and "test/acc" not in metrics:
+                metrics.update(self.test())
             self._report(metrics, checkpoint=False)
         return metrics
 
@@ -308,7 +446,7 @@ class GistRun:
     def _report(self, metrics: dict[str, Any], checkpoint: bool) -> None:
         if checkpoint and self.rep.rank == 0:
             with tempfile.TemporaryDirectory(prefix="gist-ckpt-") as tmp:
-                self.save(tmp, int(metrics["epoch"]))
+                self.save(tmp, int(metrics["epoch"]), metrics)
                 self.rep.report(metrics, tmp)
         else:
             self.rep.report(metrics, None)
