@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/gist-ray sweep search_spaces/quickstart.yaml
+	$(BIN)/gist-ray sweep search_spaces/quickstart.yaml --name quickstart-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
