@@ -29,10 +29,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, overrides = None, [config, *overrides]  # no config file: only overrides
     cfg = load_config(config, overrides)
     cfg = build_config(absolute_paths(to_dict(cfg)))
-    from gist_ray.data import validate_splits
+    from gist_ray.data import preflight
 
     d = cfg.data
-    validate_splits(d, [s for s in (d.train_split, d.eval_split, d.test_split) if s])
+    preflight(d, [d.train_split, d.eval_split, d.test_split])
     from gist_ray.train.launch import init_ray, make_trainer
     from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from gist_ray.data.base import DATASETS, VALIDATORS, Split, load_splits, validate_splits
+from gist_ray.data.base import DATASETS, VALIDATORS, Split, load_splits, preflight, validate_splits
 
-__all__ = ["DATASETS", "VALIDATORS", "Split", "load_splits", "validate_splits"]
+__all__ = ["DATASETS", "VALIDATORS", "Split", "load_splits", "preflight", "validate_splits"]
 
 
 def _discover() -> None:

@@ -56,3 +56,15 @@ def validate_splits(cfg, names: list[str]) -> None:
         for name in names:
             if name:
                 check(cfg, name)
+
+
+def preflight(cfg, names: list[str]) -> None:
+    """Before any trial starts: check the splits, and for on-disk datasets decode them into the cache.
+
+    A missing list file, a bad label or a corrupt image raises here, in the driver, naming the file and line;
+    the trials then read the decoded cache instead of decoding again.
+    """
+    names = [n for n in names if n]
+    validate_splits(cfg, names)
+    if cfg.name in VALIDATORS:
+        load_splits(cfg, names)

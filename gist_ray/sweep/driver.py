@@ -105,6 +105,13 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True) -> Sw
     if not resume and exists:
         raise ConfigError(f"sweep {spec.name!r} already exists at {path}; pass --resume to continue it, or rename it")
     prepare_weights(spec)
+    d = base_cfg.data
+    splits = [d.train_split, d.eval_split, d.test_split]
+    if spec.protocol == "vtab":
+        splits += ["trainval", "test"]
+    from gist_ray.data import preflight
+
+    preflight(d, splits)  # bad data fails here, before Ray starts and before any trial
     init_ray(base_cfg.resources.address)
     if base_cfg.resources.use_gpu is None:
         spec.base.setdefault("resources", {})["use_gpu"] = cluster_has_gpu()
