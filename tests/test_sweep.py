@@ -110,3 +110,15 @@ def test_vtab_protocol_never_shows_test_to_the_tuner_and_refits_once(ray_local, 
     assert len(refit) == 1 and refit["params.data.train_split"].iloc[0] == "trainval"
     trials = df[df["tags.gist_ray.kind"] == "trial"]
     assert trials["metrics.test/acc"].isna().all()
+
+
+def test_every_registered_method_runs_inside_a_sweep(ray_local, tmp_path):
+    from gist_ray.methods import METHODS
+
+    names = METHODS.names()
+    p = sweep_file(tmp_path, "all-methods", {"method.name": {"choice": names}},
+                   {"num_samples": len(names), "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none"},
+                   overrides=["train.epochs=1", "data.n_train=32", "data.n_val=16", "data.n_test=16"])
+    result = run_sweep(load_sweep(p), verbose=False)
+    ran = {r.config["method.name"]: r.status for r in result.rows}
+    assert ran == {n: "TERMINATED" for n in names}, {n: s for n, s in ran.items() if s != "TERMINATED"}

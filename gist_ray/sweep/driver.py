@@ -134,6 +134,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True) -> Sw
                 scheduler=make_scheduler(spec, base_cfg.train.epochs),
                 num_samples=total,
                 max_concurrent_trials=spec.search.max_concurrent_trials,
+                reuse_actors=True,  # a finished trial's process takes the next one: no re-import of torch/timm
             ),
             run_config=tune.RunConfig(
                 name=spec.name,
