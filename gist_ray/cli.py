@@ -1,4 +1,4 @@
-"""``gist-ray``: train | sweep | methods | data check.
+"""``gist-ray``: train | sweep | methods | data check | mlflow-server.
 
 Every command validates its input (config fields, files, search spaces) before starting Ray.
 """
@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--backbone", default="vit_base_patch16_224")
     m.add_argument("--num-classes", type=int, default=100)
     m.set_defaults(func=cmd_methods)
+
+    from gist_ray.tracking_server import add_cli
+
+    add_cli(sub)  # gist-ray mlflow-server: a tracking server on loopback (refuses public binds without auth)
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)

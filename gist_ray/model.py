@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -84,22 +85,36 @@ def save_trainable(model: nn.Module, path: str | Path) -> None:
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(trainable_state(model), str(tmp))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(trainable_state(model), str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():  # only after a failed write
+            tmp.unlink()
 
 
 def load_trainable(model: nn.Module, path: str | Path) -> None:
     """Load trained parameters onto a freshly built model of the same config; every key must match."""
     from safetensors.torch import load_file
 
-    state = load_file(str(path))
+    apply_trainable(model, load_file(str(path)), path)
+
+
+def apply_trainable(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path = "state") -> None:
+    """Copy trained parameters (already read, e.g. by :func:`load_trainable`) onto ``model``; keys must match."""
+    path = source
     own = dict(unwrap(model).named_parameters())
     expected = {n for n, p in own.items() if p.requires_grad}
     missing, unexpected = expected - state.keys(), state.keys() - expected
     if missing or unexpected:
         raise ValueError(f"{path}: trained parameters do not match the model; missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]}")
+    wrong = [n for n, t in state.items() if tuple(t.shape) != tuple(own[n].shape)]
+    if wrong:  # checked before copying anything (copy_ would broadcast some mismatches silently)
+        raise ValueError(f"{path}: trained parameters have other shapes than the model's: {wrong[:5]}")
     with torch.no_grad():
         for n, t in state.items():
             own[n].copy_(t)

@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: threads only oversubscribe the 2 cores
 os.environ.pop("RAY_ADDRESS", None)  # tests always start their own local Ray
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -99,7 +99,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True) -> Sw
     base_cfg = build_config(spec.base)
     storage = str(Path(base_cfg.output_dir) / "sweeps") if "://" not in base_cfg.output_dir else base_cfg.output_dir + "/sweeps"
     path = f"{storage}/{spec.name}"
-    exists = Path(path, "tuner.pkl").exists() if "://" not in path else False
+    exists = tune.Tuner.can_restore(path)  # local paths and s3:// / gs:// storage alike
     if resume and not exists:
         raise ConfigError(f"--resume {spec.name}: no sweep state at {path}")
     if not resume and exists:
@@ -201,7 +201,9 @@ def repeat_best(spec: SweepSpec, result: SweepResult, verbose: bool) -> "SweepRe
     ranked = sorted(result.ok_rows(), key=lambda r: sign * r.metrics[spec.search.metric])
     best = [dict(r.config) for r in ranked[: spec.search.repeat_best]]
     follow = repeat_spec(spec, best)
-    resume = Path(result.path).parent.joinpath(follow.name, "tuner.pkl").exists()
+    from ray import tune
+
+    resume = tune.Tuner.can_restore(f"{result.path.rsplit('/', 1)[0]}/{follow.name}")
     return run_sweep(follow, resume=resume, verbose=verbose)
 
 
