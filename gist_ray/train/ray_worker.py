@@ -59,17 +59,6 @@ class RayTrainReporter:
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report({**metrics, **where_am_i()}, checkpoint=ckpt)
 
-    @contextlib.contextmanager
-    def latest_checkpoint(self) -> Iterator[str | None]:
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            yield None
-            return
-        with ckpt.as_directory() as d:
-            yield d
-
     def checkpoints(self) -> contextlib.AbstractContextManager[Iterator[str]]:
         """The latest checkpoint, then the older ones Ray Train still keeps (``CheckpointConfig.num_to_keep``)."""
         import ray.train
@@ -108,17 +97,6 @@ class TuneReporter:
 
         ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report({**metrics, **where_am_i()}, checkpoint=ckpt)
-
-    @contextlib.contextmanager
-    def latest_checkpoint(self) -> Iterator[str | None]:
-        from ray import tune
-
-        ckpt = tune.get_checkpoint()
-        if ckpt is None:
-            yield None
-            return
-        with ckpt.as_directory() as d:
-            yield d
 
     def checkpoints(self) -> contextlib.AbstractContextManager[Iterator[str]]:
         """The latest checkpoint, then the older ``checkpoint_*`` directories beside it in the trial's storage."""
