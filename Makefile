@@ -25,5 +25,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
+bench: $(STAMP)
+	$(BIN)/python bench/gist_overhead.py --quick
+	$(BIN)/python bench/throughput.py --quick
+	$(BIN)/python bench/vtab_run.py --quick
+	$(BIN)/python bench/sweep_efficiency.py --quick
+
 clean:
 	rm -rf runs mlruns.db mlartifacts .pytest_cache

@@ -11,11 +11,13 @@ Left out: VeRA (and VB-LoRA, etc.). Their random projections are shared state st
 ``inject_adapter_in_model`` refuses ("uses shared state stored on the tuner"); only ``get_peft_model`` supports
 them, and that wraps the model in a PeftModel meant for transformers models.
 
-peft is optional: without it these methods are not registered.
+peft is optional: without it these methods are not registered. It is imported on first use only (it pulls in
+transformers: seconds of import time in every process, e.g. every sweep trial, that uses no peft tuner).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,10 +25,13 @@ from torch import nn
 
 from gist_ray.methods.base import check_sites, register_method, site_linear
 
-try:
+HAVE_PEFT = importlib.util.find_spec("peft") is not None  # optional dependency
+
+
+def _peft():
     import peft
-except ImportError:  # optional dependency
-    peft = None
+
+    return peft
 
 SITE_PATTERNS = {"qkv": r"attn\.qkv", "proj": r"attn\.proj", "fc1": r"mlp\.fc1", "fc2": r"mlp\.fc2"}
 
@@ -92,7 +97,7 @@ class Tuner:
 
 def _lowrank(peft_cls: str, **extra) -> Callable[[PeftLowRankConfig], Any]:
     def make(c: PeftLowRankConfig):
-        cls = getattr(peft, peft_cls)
+        cls = getattr(_peft(), peft_cls)
         alpha = {"lora_alpha": c.alpha} if peft_cls == "LoraConfig" else {"alpha": c.alpha}
         return cls(r=c.rank, target_modules=target_regex(c.targets), **alpha, **extra)
 
@@ -101,7 +106,7 @@ def _lowrank(peft_cls: str, **extra) -> Callable[[PeftLowRankConfig], Any]:
 
 def _ia3(c: PeftIA3Config):
     ff = target_regex(c.feedforward) if c.feedforward else []
-    return peft.IA3Config(target_modules=target_regex(c.targets), feedforward_modules=ff)
+    return _peft().IA3Config(target_modules=target_regex(c.targets), feedforward_modules=ff)
 
 
 LowRank = PeftLowRankConfig
@@ -120,7 +125,7 @@ TUNERS: dict[str, Tuner] = {
 def inject(vit: nn.Module, peft_config: Any) -> None:
     """``peft.inject_adapter_in_model`` keeping the trainable set: old parameters get back their flag."""
     before = {id(p): p.requires_grad for p in vit.parameters()}
-    peft.inject_adapter_in_model(peft_config, vit)
+    _peft().inject_adapter_in_model(peft_config, vit)
     for p in vit.parameters():
         if id(p) in before:
             p.requires_grad_(before[id(p)])
@@ -148,6 +153,6 @@ def _register(name: str, tuner: Tuner) -> None:
     register_method(name, tuner.config_cls, count=count, merge=merge, paper=f"{tuner.paper} via peft")(apply)
 
 
-if peft is not None:
+if HAVE_PEFT:
     for _name, _tuner in TUNERS.items():
         _register(_name, _tuner)
