@@ -1,4 +1,4 @@
-"""``gist-ray``: train | sweep | methods | data check | mlflow-server.
+"""``gist-ray``: train | sweep | scale | report | methods | data check | mlflow-server.
 
 Every command validates its input (config fields, files, search spaces) before starting Ray.
 """
@@ -84,6 +84,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scale(args: argparse.Namespace) -> int:
+    from gist_ray.scaling.study import run_study
+
+    run_study(args.study, args.overrides)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gist_ray.scaling.study import report
+
+    paths = report(args.experiment, args.tracking_uri, args.out, args.metric)
+    print(f"wrote {len(paths)} files to {args.out}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from gist_ray.methods_table import format_methods_table, methods_table
 
@@ -117,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted sweep (its name defaults to the file's)")
     s.add_argument("--name", help="sweep name (default: the file's name)")
     s.set_defaults(func=cmd_sweep)
+
+    sc = sub.add_parser("scale", help="a scaling study: backbone x method x GIST x dataset x seed, resumable")
+    sc.add_argument("study", help="study YAML (search_spaces/scaling_toy.yaml)")
+    sc.add_argument("overrides", nargs="*", help="a.b=value overrides of the study's base run config")
+    sc.set_defaults(func=cmd_scale)
+
+    rp = sub.add_parser("report", help="paper-shaped tables (Markdown, CSV, LaTeX) from an MLflow experiment")
+    rp.add_argument("experiment", help="MLflow experiment name (default experiment of gist-ray: gist-ray)")
+    rp.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    rp.add_argument("--out", default="report")
+    rp.add_argument("--metric", default="test/acc")
+    rp.set_defaults(func=cmd_report)
 
     m = sub.add_parser("methods", help="list PEFT methods with trainable parameter counts")
     m.add_argument("--backbone", default="vit_base_patch16_224")

@@ -122,3 +122,20 @@ def test_every_registered_method_runs_inside_a_sweep(ray_local, tmp_path):
     result = run_sweep(load_sweep(p), verbose=False)
     ran = {r.config["method.name"]: r.status for r in result.rows}
     assert ran == {n: "TERMINATED" for n in names}, {n: s for n, s in ran.items() if s != "TERMINATED"}
+
+
+def test_best_configuration_is_repeated_over_seeds(ray_local, tmp_path):
+    p = sweep_file(tmp_path, "repeat", {"gist.lam": {"choice": [0.25, 0.75]}},
+                   {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none",
+                    "repeat_best": 1, "repeat_seeds": [1, 2]})
+    result = run_sweep(load_sweep(p), verbose=False)
+    best = result.best()
+    reps = result.repeats
+    assert reps is not None and reps.name == "repeat-seeds" and len(reps.rows) == 2
+    assert sorted(r.config["train.seed"] for r in reps.rows) == [1, 2]
+    assert all(r.config["gist.lam"] == best.config["gist.lam"] and r.status == "TERMINATED" for r in reps.rows)
+    df = runs(tmp_path)
+    assert len(df[df["tags.gist_ray.kind"] == "trial"]) == 4 and set(df["status"]) == {"FINISHED"}
+    parent = df[(df["tags.gist_ray.kind"] == "sweep") & (df["tags.gist_ray.sweep"] == "repeat")].iloc[0]
+    vals = [r.metrics["val/acc"] for r in reps.rows]
+    assert parent["metrics.repeat1/val/acc/mean"] == pytest.approx(sum(vals) / 2)

@@ -204,7 +204,36 @@ def repeat_best(spec: SweepSpec, result: SweepResult, verbose: bool) -> "SweepRe
     from ray import tune
 
     resume = tune.Tuner.can_restore(f"{result.path.rsplit('/', 1)[0]}/{follow.name}")
-    return run_sweep(follow, resume=resume, verbose=verbose)
+    repeats = run_sweep(follow, resume=resume, verbose=verbose)
+    summarise_repeats(spec, best, repeats)
+    return repeats
+
+
+def summarise_repeats(spec: SweepSpec, best: list[dict], repeats: SweepResult) -> None:
+    """Mean and sample std over seeds of each repeated configuration; printed and logged on the parent run."""
+    import statistics
+
+    from gist_ray import tracking
+    from gist_ray.sweep.callbacks import MlflowSweepCallback
+
+    metric = spec.search.metric
+    parent = MlflowSweepCallback(spec, *_tracking_target(spec)).open_parent()
+    c = tracking.client(_tracking_target(spec)[0])
+    for rank, cfg in enumerate(best, start=1):
+        vals = [r.metrics[metric] for r in repeats.ok_rows() if {k: r.config.get(k) for k in cfg} == cfg]
+        if not vals:
+            continue
+        mean = statistics.fmean(vals)
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        print(f"best #{rank} over {len(vals)} seeds: {metric} = {mean:.4f} +- {std:.4f}  {cfg}")
+        c.log_metric(parent, f"repeat{rank}/{metric}/mean", mean)
+        c.log_metric(parent, f"repeat{rank}/{metric}/std", std)
+    c.set_terminated(parent, "FINISHED")
+
+
+def _tracking_target(spec: SweepSpec) -> tuple[str, str]:
+    cfg = build_config(spec.base)
+    return cfg.tracking.uri, cfg.tracking.experiment
 
 
 def finish_parent(cb, spec: SweepSpec, result: SweepResult) -> None:
