@@ -1,4 +1,5 @@
-"""Backbones: timm ViT-S/B/L (ImageNet-21k), and tiny CPU ViTs (tests, the quickstart, scaling ladders).
+"""Backbones: timm ViT-S/B/L (ImageNet-21k), Swin-B (ImageNet-22k; paper Table 10), and tiny CPU ViTs and Swins
+(tests, the quickstart, scaling ladders).
 
 Weights come from the hub (``weights: hub``), from a local file (``.safetensors``, ``.pth``/``.pt``/``.bin``
 loaded with ``weights_only=True``, or an official JAX ``.npz``), or, for the ``vit_synth_*`` ladder, from a
@@ -18,6 +19,7 @@ ALIASES: dict[str, str] = {
     "vit_s": "vit_small_patch16_224.augreg_in21k",
     "vit_b": "vit_base_patch16_224.augreg_in21k",
     "vit_l": "vit_large_patch16_224.augreg_in21k",
+    "swin_b": "swin_base_patch4_window7_224.ms_in22k",
 }
 
 
@@ -33,6 +35,13 @@ class TinyViT:
     mlp_ratio: float = 4.0
     pretrain: bool = True  # weights: auto -> synthetic source-task pretraining
 
+    family = "vit"
+
+    def build(self, num_classes: int, drop_path: float = 0.0) -> nn.Module:
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(num_classes=num_classes, drop_path_rate=drop_path, **self.kwargs())
+
     def kwargs(self) -> dict:
         return dict(
             img_size=self.img_size,
@@ -46,7 +55,38 @@ class TinyViT:
         )
 
 
-TINY: dict[str, TinyViT] = {
+@dataclass(frozen=True)
+class TinySwin:
+    """A small Swin Transformer: 32 px, 4 px patches, two stages (8x8 tokens in 4x4 windows, shifted every
+    other block, then 4x4 tokens in one window, where the Gist token goes)."""
+
+    embed_dim: int = 16
+    depths: tuple[int, ...] = (2, 2)
+    num_heads: tuple[int, ...] = (1, 2)
+    img_size: int = 32
+    patch_size: int = 4
+    window_size: int = 4
+    mlp_ratio: float = 2.0
+    pretrain: bool = False
+    family = "swin"
+
+    def build(self, num_classes: int, drop_path: float = 0.0) -> nn.Module:
+        from timm.models.swin_transformer import SwinTransformer
+
+        return SwinTransformer(
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            embed_dim=self.embed_dim,
+            depths=self.depths,
+            num_heads=self.num_heads,
+            window_size=self.window_size,
+            mlp_ratio=self.mlp_ratio,
+            num_classes=num_classes,
+            drop_path_rate=drop_path,
+        )
+
+
+TINY: dict[str, TinyViT | TinySwin] = {
     # unit-test backbone: random weights, milliseconds per step
     "vit_test_tiny": TinyViT(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, pretrain=False),
     # scaling ladder on the synthetic suite (growing width and depth), pretrained on the source task;
@@ -54,6 +94,8 @@ TINY: dict[str, TinyViT] = {
     "vit_synth_xs": TinyViT(embed_dim=32, depth=3, num_heads=2),
     "vit_synth_s": TinyViT(embed_dim=64, depth=4, num_heads=4),
     "vit_synth_m": TinyViT(embed_dim=96, depth=6, num_heads=4),
+    # unit-test Swin: random weights
+    "swin_test_tiny": TinySwin(),
 }
 
 SYNTH_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -68,6 +110,22 @@ def is_known_backbone(name: str) -> bool:
 
     name = resolve_name(name)
     return name in TINY or timm.is_model(name.split(".")[0])
+
+
+def backbone_family(name: str) -> str | None:
+    """``vit`` or ``swin`` for a gist-ray or timm backbone name (no model is built); None for other models."""
+    import timm.models
+
+    name = resolve_name(name)
+    if name in TINY:
+        return TINY[name].family
+    arch = name.split(".")[0]
+    if not timm.is_model(arch):
+        return None
+    for fam, module in (("vit", "vision_transformer"), ("swin", "swin_transformer")):
+        if timm.models.is_model_in_modules(arch, [module]):
+            return fam
+    return None
 
 
 def freeze(module: nn.Module) -> None:
@@ -95,9 +153,12 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         for key in ("state_dict", "model"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
-    from timm.models.vision_transformer import checkpoint_filter_fn
+    import importlib
 
-    state = checkpoint_filter_fn(state, model)
+    # the timm module's own filter maps official / older checkpoints onto the current layout
+    filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.startswith("head.") and k in own and own[k].shape != v.shape)}
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
@@ -112,14 +173,14 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
 def create_backbone(
     name: str, num_classes: int, weights: str = "auto", drop_path: float = 0.0, cache_dir: str | None = None
 ) -> nn.Module:
-    """A timm VisionTransformer with a fresh ``num_classes`` head, all parameters frozen but the head."""
+    """A timm VisionTransformer or SwinTransformer with a fresh ``num_classes`` head, all parameters frozen but
+    the head."""
     import timm
-    from timm.models.vision_transformer import VisionTransformer
 
     name = resolve_name(name)
     if name in TINY:
         spec = TINY[name]
-        model = VisionTransformer(num_classes=num_classes, drop_path_rate=drop_path, **spec.kwargs())
+        model = spec.build(num_classes, drop_path)
         model.pretrained_cfg = {"mean": SYNTH_MEAN_STD[0], "std": SYNTH_MEAN_STD[1], "input_size": (3, spec.img_size, spec.img_size)}
         if weights == "auto" and spec.pretrain:
             from gist_ray.pretrain import pretrained_synthetic_weights
@@ -148,7 +209,13 @@ def input_spec(model: nn.Module) -> tuple[int, tuple[float, ...], tuple[float, .
 
 
 def vit_of(model: nn.Module) -> nn.Module:
-    """The timm VisionTransformer inside ``model`` (unwrapping DDP / the GIST wrapper)."""
-    while not hasattr(model, "blocks"):
-        model = model.module if hasattr(model, "module") else model.backbone
+    """The timm backbone (VisionTransformer or SwinTransformer) inside ``model`` (unwrapping DDP, torch.compile
+    and the GIST wrapper)."""
+    while not hasattr(model, "patch_embed"):
+        for attr in ("module", "_orig_mod", "backbone"):
+            if isinstance(getattr(model, attr, None), nn.Module):
+                model = getattr(model, attr)
+                break
+        else:
+            raise TypeError(f"no timm backbone inside {type(model).__name__}")
     return model

@@ -313,7 +313,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def check(self, where: str) -> None:
-        from gist_ray.backbones import is_known_backbone
+        from gist_ray.backbones import backbone_family, is_known_backbone
+        from gist_ray.methods import require_family
 
         _require(bool(self.name.strip()), where, "name", "must not be empty")
         _require(
@@ -322,6 +323,14 @@ class Config:
             "backbone",
             f"unknown backbone {self.model.backbone!r} (not a gist-ray or timm model name)",
         )
+        fam = backbone_family(self.model.backbone)
+        _require(
+            fam is not None,
+            "model",
+            "backbone",
+            f"{self.model.backbone!r} is neither a timm VisionTransformer nor a Swin Transformer",
+        )
+        require_family(self.method.name, self.method.typed(), fam, self.model.backbone)
 
 
 # ----------------------------------------------------------------------------- YAML + overrides

@@ -4,28 +4,36 @@ Each method is built with its default configuration exactly as a run builds it (
 weights, Gist token enabled), and its trainable parameters are split into method / token / head. By default the
 model is built on PyTorch's ``meta`` device: shapes only, no memory and no initialisation, so ViT-B/16 takes
 seconds; ``device="cpu"`` builds real randomly initialised models (same numbers, a few seconds per method).
+Methods not defined on the backbone's family (e.g. VPT on a Swin) get a row without counts.
 """
 
 from __future__ import annotations
 
 import torch
 
-from gist_ray.backbones import vit_of
+from gist_ray.backbones import backbone_family, vit_of
 from gist_ray.config import GistConfig, from_dict
-from gist_ray.methods import METHODS
+from gist_ray.methods import METHODS, method_families
 from gist_ray.model import build_model, trainable_counts
 
 
 def methods_table(backbone: str, num_classes: int, device: str = "meta") -> list[dict]:
     """One row per registered method: ``method``, ``method_params``, ``token``, ``head``, ``total``,
-    ``closed_form`` (the method's own closed-form count, which must equal ``method_params``) and ``paper``."""
+    ``closed_form`` (the method's own closed-form count, which must equal ``method_params``) and ``paper``; a
+    method not defined on the backbone's family has ``method_params`` None."""
     rows = []
+    fam = backbone_family(backbone)
     for name in METHODS.names():
         spec = METHODS.get(name)
+        cfg = from_dict(spec.config_cls, {}, "method")
+        if fam not in method_families(name, cfg):
+            rows.append(dict(method=name, method_params=None, token=None, head=None, total=None, closed_form=None,
+                             paper=f"{spec.paper} [not on {fam}: {'/'.join(method_families(name, cfg))} only]"))
+            continue
         with torch.device(device):
             model = build_model(backbone, num_classes, name, {}, GistConfig(enabled=True), weights="none")
         counts = trainable_counts(model)
-        closed = spec.count(vit_of(model), from_dict(spec.config_cls, {}, "method"))
+        closed = spec.count(vit_of(model), cfg)
         rows.append(
             dict(
                 method=name,
@@ -45,7 +53,9 @@ def format_methods_table(rows: list[dict]) -> str:
     count that disagrees with the built model."""
     head = ("method", "method", "token", "head", "total", "total (M)", "paper")
     body = [
-        (
+        (r["method"], "-", "-", "-", "-", "-", r["paper"])
+        if r["method_params"] is None
+        else (
             r["method"],
             f"{r['method_params']:,}" + ("" if r["closed_form"] == r["method_params"] else f" !{r['closed_form']:,}"),
             f"{r['token']:,}",

@@ -1,4 +1,5 @@
-"""Every registered PEFT method, with the Gist token on and off, on the tiny test ViT.
+"""Every registered PEFT method, with the Gist token on and off, on the tiny test ViT and (for the methods defined
+on Swin) the tiny test Swin.
 
 Table-driven over ``METHODS.names()``: a new method file is tested without touching this file.
 """
@@ -12,18 +13,36 @@ import torch
 
 from gist_ray.backbones import create_backbone, vit_of
 from gist_ray.config import ConfigError, GistConfig, from_dict
-from gist_ray.methods import METHODS
+from gist_ray.methods import METHODS, method_families
 from gist_ray.model import build_model, load_trainable, param_part, save_trainable, trainable_counts
 
 BACKBONE, CLASSES = "vit_test_tiny", 5
+TINY_BY_FAMILY = {"vit": "vit_test_tiny", "swin": "swin_test_tiny"}
+# knobs other than the defaults, per backbone (the default combination holds VPT, which is ViT-only)
+OPTIONS = {("swin_test_tiny", "combo"): {"methods": [{"name": "gist_adapter"}, {"name": "ssf"}]}}
 NAMES = METHODS.names()
-CASES = [(name, gist) for name in NAMES for gist in (True, False)]
-IDS = [f"{n}-{'gist' if g else 'nogist'}" for n, g in CASES]
 
 
-def build(name: str, gist: bool, seed: int = 0):
+def options(backbone: str, name: str) -> dict:
+    return OPTIONS.get((backbone, name), {})
+
+
+def runs_on(backbone: str, name: str) -> bool:
+    cfg = from_dict(METHODS.get(name).config_cls, options(backbone, name), "method")
+    return backbone.split("_")[0] in method_families(name, cfg)
+
+
+PAIRS = [(bb, name) for name in NAMES for bb in TINY_BY_FAMILY.values() if runs_on(bb, name)]
+CASES = [(bb, name, gist) for bb, name in PAIRS for gist in (True, False)]
+
+
+def ids(cases: list[tuple]) -> list[str]:
+    return ["-".join(str(c) if not isinstance(c, bool) else ("gist" if c else "nogist") for c in case) for case in cases]
+
+
+def build(name: str, gist: bool, seed: int = 0, backbone: str = BACKBONE):
     torch.manual_seed(seed)
-    return build_model(BACKBONE, CLASSES, name, {}, GistConfig(enabled=gist), weights="none")
+    return build_model(backbone, CLASSES, name, options(backbone, name), GistConfig(enabled=gist), weights="none")
 
 
 def images(seed: int = 1) -> torch.Tensor:
@@ -43,9 +62,9 @@ def default_cfg(name: str):
     return from_dict(METHODS.get(name).config_cls, {}, "method")
 
 
-@pytest.mark.parametrize("name,gist", CASES, ids=IDS)
-def test_forward_backward_grads(name: str, gist: bool) -> None:
-    model = build(name, gist)
+@pytest.mark.parametrize("backbone,name,gist", CASES, ids=ids(CASES))
+def test_forward_backward_grads(backbone: str, name: str, gist: bool) -> None:
+    model = build(name, gist, backbone=backbone)
     model.train()
     cls_logits, gist_logits = model(images())
     assert cls_logits.shape == (2, CLASSES)
@@ -63,11 +82,12 @@ def test_forward_backward_grads(name: str, gist: bool) -> None:
     assert all(n.startswith("backbone.head.") for n, p in model.named_parameters() if param_part(n) == "head")
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_closed_form_count(name: str) -> None:
-    spec, cfg = METHODS.get(name), default_cfg(name)
-    fresh = create_backbone(BACKBONE, CLASSES, weights="none")
-    model = build(name, True)
+@pytest.mark.parametrize("backbone,name", PAIRS, ids=ids(PAIRS))
+def test_closed_form_count(backbone: str, name: str) -> None:
+    spec = METHODS.get(name)
+    cfg = from_dict(spec.config_cls, options(backbone, name), "method")
+    fresh = create_backbone(backbone, CLASSES, weights="none")
+    model = build(name, True, backbone=backbone)
     counts = trainable_counts(model)
     assert counts["method"] == spec.count(vit_of(model), cfg) == spec.count(fresh, cfg)
     assert counts["token"] == 32 and counts["head"] == 33 * CLASSES
@@ -75,16 +95,16 @@ def test_closed_form_count(name: str) -> None:
         assert counts["method"] > 0
 
 
-@pytest.mark.parametrize("name,gist", CASES, ids=IDS)
-def test_save_load_roundtrip(name: str, gist: bool, tmp_path) -> None:
-    model = build(name, gist)
+@pytest.mark.parametrize("backbone,name,gist", CASES, ids=ids(CASES))
+def test_save_load_roundtrip(backbone: str, name: str, gist: bool, tmp_path) -> None:
+    model = build(name, gist, backbone=backbone)
     perturb(model)
     model.eval()
     x = images()
     with torch.no_grad():
         expected = model(x)
     save_trainable(model, tmp_path / "trained.safetensors")
-    other = build(name, gist)  # same seed: same frozen backbone, trainable parts at their init
+    other = build(name, gist, backbone=backbone)  # same seed: same frozen backbone, trainable parts at their init
     other.eval()
     with torch.no_grad():
         assert not torch.allclose(other(x), expected)
@@ -93,12 +113,12 @@ def test_save_load_roundtrip(name: str, gist: bool, tmp_path) -> None:
         torch.testing.assert_close(other(x), expected, rtol=0, atol=0)
 
 
-MERGEABLE = [(n, g) for n, g in CASES if METHODS.get(n).merge is not None]
+MERGEABLE = [(bb, n, g) for bb, n, g in CASES if METHODS.get(n).merge is not None]
 
 
-@pytest.mark.parametrize("name,gist", MERGEABLE, ids=[f"{n}-{'gist' if g else 'nogist'}" for n, g in MERGEABLE])
-def test_merge_preserves_outputs(name: str, gist: bool) -> None:
-    model = build(name, gist)
+@pytest.mark.parametrize("backbone,name,gist", MERGEABLE, ids=ids(MERGEABLE))
+def test_merge_preserves_outputs(backbone: str, name: str, gist: bool) -> None:
+    model = build(name, gist, backbone=backbone)
     perturb(model)
     model.eval()
     x = images()
@@ -108,7 +128,10 @@ def test_merge_preserves_outputs(name: str, gist: bool) -> None:
         after = model(x)
     torch.testing.assert_close(after, before, rtol=0, atol=1e-4)
     assert trainable_counts(model)["method"] == 0
-    assert not any(hasattr(m, "inner") or hasattr(m, "base_layer") for m in vit_of(model).blocks.modules())
+    from gist_ray.blocks import SequenceBlock
+
+    wrappers = [m for m in vit_of(model).modules() if hasattr(m, "inner") or hasattr(m, "base_layer")]
+    assert all(isinstance(m, SequenceBlock) for m in wrappers), wrappers  # only GIST's own Swin wrapper stays
 
 
 def test_merge_removes_wrappers_for_plain_timm_modules() -> None:
@@ -127,6 +150,8 @@ def test_merge_removes_wrappers_for_plain_timm_modules() -> None:
         ("bi_adapter", {"bits": 0}, "bits"),
         ("gift", {"targets": ["nope"]}, "targets"),
         ("fact_tk", {"rank": -1}, "rank"),
+        ("vera", {"rank": 0}, "rank"),
+        ("vera", {"targets": []}, "targets"),
         ("combo", {"methods": [{"name": "nope"}]}, "methods[0].name"),
         ("combo", {"methods": [{"name": "lora", "rank": 0}]}, "methods[0].rank"),
     ],
@@ -162,6 +187,17 @@ def test_gift_shares_one_pair_across_layers() -> None:
     vit = vit_of(model)
     pairs = {id(vit.blocks[i].attn.proj.pair.module) for i in range(len(vit.blocks))}
     assert len(pairs) == 1
+
+
+def test_vera_shares_one_frozen_pair_and_saves_only_its_vectors() -> None:
+    model = build("vera", False)
+    layers = [b.attn.qkv for b in vit_of(model).blocks]
+    assert len({id(layer.shared.module) for layer in layers}) == 1
+    trained = {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {"d", "b", "weight", "bias"}  # VeRA's vectors and the head's weight and bias
+    assert not any("vera_projections" in k for k in model.state_dict())  # rebuilt from the seed, never saved
+    again = build("vera", False, seed=5)  # another torch seed: the projections come from projection_seed
+    torch.testing.assert_close(vit_of(again).vera_projections.A, vit_of(model).vera_projections.A, rtol=0, atol=0)
 
 
 def test_peft_keeps_head_trainable_and_unfreezes_nothing_else() -> None:

@@ -1,7 +1,8 @@
-"""GIST's learnable token around any timm VisionTransformer carrying any PEFT method.
+"""GIST's learnable token around any timm VisionTransformer (or Swin Transformer) carrying any PEFT method.
 
-The token is inserted right after the prefix tokens ([CLS]) once position embeddings are added, as in the
-official code, through a forward hook on ``norm_pre``: the backbone and the method are left untouched. Both
+On a ViT the token is inserted right after the prefix tokens ([CLS]) once position embeddings are added, as in
+the official code, through a forward hook on ``norm_pre``: the backbone and the method are left untouched. On a
+Swin it joins the last stage (see :mod:`gist_ray.gist.swin`). Both
 the [CLS] and the (mean) Gist output go through the same head. Training mode returns
 ``(cls_logits, gist_logits)``; evaluation returns ``cls_logits`` only. With ``enabled=False`` the wrapper is a
 pass-through: outputs are exactly the backbone's.
@@ -13,6 +14,8 @@ import torch
 from torch import nn
 
 from gist_ray.backbones import vit_of
+from gist_ray.blocks import family
+from gist_ray.gist import swin
 
 
 class GistToken(nn.Module):
@@ -50,6 +53,11 @@ class GistModel(nn.Module):
         if not enabled:
             return
         vit = vit_of(backbone)
+        self.swin = family(vit) == "swin"
+        if self.swin:
+            self.gist = GistToken(int(vit.num_features), length, init_range, dropout)
+            swin.prepare(vit).register_forward_hook(self._swin_insert_hook)
+            return
         self.gist = GistToken(vit.embed_dim, length, init_range, dropout)
         self.at = int(vit.num_prefix_tokens)
         if vit.global_pool not in ("token", "map"):
@@ -60,12 +68,18 @@ class GistModel(nn.Module):
     def _insert_hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
         return self.gist.insert(out, self.at)
 
+    def _swin_insert_hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        return self.gist.insert(swin.to_sequence(out), 0)
+
     def forward(self, x: torch.Tensor):
         if self.gist is None:
             logits = self.backbone(x)
             return (logits, None) if self.training else logits
         vit = self.backbone
         tokens = vit.forward_features(x)
+        if self.swin:
+            cls_logits, gist_logits = swin.logits(vit, tokens, self.gist.length)
+            return (cls_logits, gist_logits) if self.training else cls_logits
         cls_logits = vit.forward_head(tokens)
         if not self.training:
             return cls_logits

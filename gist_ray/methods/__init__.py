@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from gist_ray.methods.base import METHODS, MethodSpec, register_method
+from gist_ray.methods.base import METHODS, MethodSpec, check_family, register_method
 
-__all__ = ["METHODS", "MethodSpec", "register_method", "apply_method"]
+__all__ = ["METHODS", "MethodSpec", "register_method", "apply_method", "method_families", "require_family"]
 
 
 def _discover() -> None:
@@ -30,5 +30,27 @@ def apply_method(vit, name: str, options: dict | None = None):
 
     spec = METHODS.get(name)
     cfg = from_dict(spec.config_cls, options or {}, "method")
+    check_family(spec, vit)
     spec.apply(vit, cfg)
     return cfg
+
+
+def method_families(name: str, cfg) -> tuple[str, ...]:
+    """The backbone families method ``name`` with typed config ``cfg`` runs on (for a combination: those all
+    its parts run on)."""
+    families = METHODS.get(name).families
+    for part_name, part_cfg in getattr(cfg, "parts", lambda: [])():
+        families = tuple(f for f in families if f in method_families(part_name, part_cfg))
+    return families
+
+
+def require_family(name: str, cfg, fam: str, backbone: str, where: str = "method") -> None:
+    """A ConfigError naming the method (or, in a combination, the part) not defined on backbone family ``fam``."""
+    from gist_ray.config import ConfigError
+
+    spec = METHODS.get(name)
+    if fam not in spec.families:
+        raise ConfigError(f"{where}.name: {name} is defined on {'/'.join(spec.families)} backbones, not on {fam} "
+                          f"({backbone}); see docs/methods.md")
+    for i, (part_name, part_cfg) in enumerate(getattr(cfg, "parts", lambda: [])()):
+        require_family(part_name, part_cfg, fam, backbone, f"{where}.methods[{i}]")

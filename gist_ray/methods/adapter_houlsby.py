@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.methods.base import dims, register_method, wrap_blocks
+from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
 from gist_ray.methods.gist_adapter import Bottleneck
 
 
@@ -38,22 +38,20 @@ class SequentialAdapterBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
         b = self.inner
-        h = b.attn(b.norm1(x))
-        x = x + b.drop_path1(b.ls1(h + self.after_attn(h)))
+        h = attn_out(b, b.norm1(x))
+        x = x + residual1(b, h + self.after_attn(h))
         h = b.mlp(b.norm2(x))
-        return x + b.drop_path2(b.ls2(h + self.after_mlp(h)))
+        return x + residual2(b, h + self.after_mlp(h))
 
 
 def _count(vit, cfg: HoulsbyConfig) -> int:
-    d, depth = dims(vit)
-    return depth * 2 * (2 * d * cfg.bottleneck + cfg.bottleneck + d)
+    return per_block(vit, lambda d: 2 * (2 * d * cfg.bottleneck + cfg.bottleneck + d))
 
 
-@register_method("adapter_houlsby", HoulsbyConfig, count=_count, paper="Houlsby et al., ICML 2019, arXiv 1902.00751")
+@register_method("adapter_houlsby", HoulsbyConfig, count=_count, paper="Houlsby et al., ICML 2019, arXiv 1902.00751",
+                 families=("vit", "swin"))
 def apply(vit, cfg: HoulsbyConfig) -> None:
-    d, _ = dims(vit)
-
-    def adapter() -> Bottleneck:
+    def adapter(d: int) -> Bottleneck:
         return Bottleneck(d, cfg.bottleneck, scale=1.0, zero_init_up=True)
 
-    wrap_blocks(vit, lambda i, b: SequentialAdapterBlock(b, adapter(), adapter()))
+    wrap_blocks(vit, lambda i, b: SequentialAdapterBlock(b, adapter(block_dim(b)), adapter(block_dim(b))))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.methods.base import dims, register_method, wrap_blocks
+from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
 from gist_ray.methods.gist_adapter import Bottleneck
 
 
@@ -39,21 +39,19 @@ class ParallelMlpAdapterBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
         b = self.inner
-        x = x + b.drop_path1(b.ls1(b.attn(b.norm1(x))))
+        x = x + residual1(b, attn_out(b, b.norm1(x)))
         h = b.norm2(x)
-        return x + b.drop_path2(b.ls2(b.mlp(h))) + self.adapter(h)
+        return x + residual2(b, b.mlp(h)) + self.adapter(h)
 
 
 def _count(vit, cfg: AdaptFormerConfig) -> int:
-    d, depth = dims(vit)
-    return depth * (2 * d * cfg.bottleneck + cfg.bottleneck + d)
+    return per_block(vit, lambda d: 2 * d * cfg.bottleneck + cfg.bottleneck + d)
 
 
-@register_method("adaptformer", AdaptFormerConfig, count=_count, paper="AdaptFormer, NeurIPS 2022, arXiv 2205.13535")
+@register_method("adaptformer", AdaptFormerConfig, count=_count, paper="AdaptFormer, NeurIPS 2022, arXiv 2205.13535",
+                 families=("vit", "swin"))
 def apply(vit, cfg: AdaptFormerConfig) -> None:
-    d, _ = dims(vit)
-
-    def adapter() -> Bottleneck:
+    def adapter(d: int) -> Bottleneck:
         return Bottleneck(d, cfg.bottleneck, cfg.scale, nn.ReLU, zero_init_up=True)
 
-    wrap_blocks(vit, lambda i, b: ParallelMlpAdapterBlock(b, adapter()))
+    wrap_blocks(vit, lambda i, b: ParallelMlpAdapterBlock(b, adapter(block_dim(b))))

@@ -7,7 +7,22 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
+from gist_ray.blocks import (
+    FAMILIES,
+    attn_out,
+    block_dim,
+    blocks,
+    family,
+    inner_block,
+    residual1,
+    residual2,
+    unwrap,
+    wrap_blocks,
+)
 from gist_ray.registry import Registry
+
+# re-exported for the method files
+__all__ = ["attn_out", "block_dim", "blocks", "family", "inner_block", "residual1", "residual2", "unwrap", "wrap_blocks"]
 
 
 @dataclass(frozen=True)
@@ -16,7 +31,8 @@ class MethodSpec:
 
     ``apply(vit, cfg)`` edits the backbone in place; ``count(vit, cfg)`` is the closed-form number of trainable
     parameters the method adds (head and token excluded), computed from the backbone's shapes; ``merge(vit)``,
-    where offered, folds the method into the backbone's weights for inference.
+    where offered, folds the method into the backbone's weights for inference. ``families`` are the backbone
+    families (:data:`gist_ray.blocks.FAMILIES`) it is defined on.
     """
 
     name: str
@@ -25,6 +41,7 @@ class MethodSpec:
     count: Callable[[nn.Module, Any], int]
     merge: Optional[Callable[[nn.Module], None]] = None
     paper: str = ""
+    families: tuple[str, ...] = ("vit",)
 
 
 METHODS: Registry[MethodSpec] = Registry("PEFT method")
@@ -36,32 +53,37 @@ def register_method(
     count: Callable[[nn.Module, Any], int],
     merge: Optional[Callable[[nn.Module], None]] = None,
     paper: str = "",
+    families: tuple[str, ...] = ("vit",),
 ) -> Callable:
     """Decorator for an ``apply(vit, cfg)`` function."""
+    assert set(families) <= set(FAMILIES), families
 
     def deco(apply: Callable[[nn.Module, Any], None]) -> Callable[[nn.Module, Any], None]:
-        METHODS.add(name, MethodSpec(name, config_cls, apply, count, merge, paper))
+        METHODS.add(name, MethodSpec(name, config_cls, apply, count, merge, paper, tuple(families)))
         return apply
 
     return deco
 
 
+def check_family(spec: MethodSpec, net: nn.Module, where: str = "method.name") -> None:
+    """A ConfigError naming ``where`` unless ``spec`` is defined on the family of ``net``."""
+    from gist_ray.config import ConfigError
+
+    fam = family(net)
+    if fam not in spec.families:
+        others = [n for n in METHODS.names() if fam in METHODS.get(n).families]
+        raise ConfigError(f"{where}: {spec.name} is defined on {'/'.join(spec.families)} backbones only, not {fam} "
+                          f"(see docs/methods.md); on {fam}: {others}")
+
+
 def dims(vit: nn.Module) -> tuple[int, int]:
-    """(embed_dim, depth) of a timm VisionTransformer."""
+    """(embed_dim, depth) of a timm VisionTransformer (methods defined on one width only)."""
     return int(vit.embed_dim), len(vit.blocks)
 
 
-def wrap_blocks(vit: nn.Module, make: Callable[[int, nn.Module], nn.Module]) -> None:
-    """Replace each ``vit.blocks[i]`` by ``make(i, block)``."""
-    for i, block in enumerate(list(vit.blocks)):
-        vit.blocks[i] = make(i, block)
-
-
-def inner_block(block: nn.Module) -> nn.Module:
-    """The timm Block under any number of method wrappers."""
-    while hasattr(block, "inner"):
-        block = block.inner
-    return block
+def per_block(vit: nn.Module, count: Callable[[int], int]) -> int:
+    """``sum(count(width of block i))`` over all blocks (one width on a ViT, one per stage on a Swin)."""
+    return sum(count(block_dim(b)) for b in blocks(vit))
 
 
 # ----------------------------------------------------------------------------- linear sites and wrappers
@@ -73,17 +95,6 @@ SITES: dict[str, tuple[str, str]] = {
     "fc1": ("mlp", "fc1"),
     "fc2": ("mlp", "fc2"),
 }
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The original module under method wrappers (``.inner``) and peft tuner layers (``.base_layer``)."""
-    while True:
-        if hasattr(module, "inner"):
-            module = module.inner
-        elif isinstance(getattr(module, "base_layer", None), nn.Module):
-            module = module.base_layer
-        else:
-            return module
 
 
 def check_sites(sites: list[str], where: str, field: str = "targets") -> None:
@@ -112,7 +123,7 @@ def site_linear(block: nn.Module, site: str) -> nn.Linear:
 
 
 def mlp_hidden(vit: nn.Module) -> int:
-    return int(site_linear(vit.blocks[0], "fc1").out_features)
+    return int(site_linear(blocks(vit)[0], "fc1").out_features)
 
 
 def plain_linear(module: nn.Module) -> nn.Linear:
@@ -148,12 +159,22 @@ def merge_wrappers(vit: nn.Module, cls: type | tuple[type, ...]) -> int:
     return len(found)
 
 
+def _block_ops(block: nn.Module) -> list[tuple[nn.Module, str]]:
+    b = inner_block(block)
+    return [(b, "norm1"), (b.attn, "qkv"), (b.attn, "proj"), (b, "norm2"), (b.mlp, "fc1"), (b.mlp, "fc2")]
+
+
 def backbone_ops(vit: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(parent, attribute) of every weighted op of the ViT: the patch projection, each block's norm1, qkv, proj,
-    norm2, fc1, fc2, and the final norms; ops that are nn.Identity are skipped. Wrapped ops are included."""
-    ops: list[tuple[nn.Module, str]] = [(vit.patch_embed, "proj")]
-    for block in vit.blocks:
-        b = inner_block(block)
-        ops += [(b, "norm1"), (b.attn, "qkv"), (b.attn, "proj"), (b, "norm2"), (b.mlp, "fc1"), (b.mlp, "fc2")]
+    """(parent, attribute) of every weighted op, in forward order: the patch projection (and its norm), each
+    block's norm1, qkv, proj, norm2, fc1, fc2, on a Swin each stage's patch-merging norm and reduction, and the
+    final norms; ops that are absent or nn.Identity are skipped. Wrapped ops are included."""
+    ops: list[tuple[nn.Module, str]] = [(vit.patch_embed, "proj"), (vit.patch_embed, "norm")]
+    if family(vit) == "vit":
+        ops += [op for block in vit.blocks for op in _block_ops(block)]
+    else:
+        for stage in vit.layers:
+            ops += [(stage.downsample, "norm"), (stage.downsample, "reduction")]
+            ops += [op for block in stage.blocks for op in _block_ops(block)]
     ops += [(vit, "norm"), (vit, "fc_norm")]
-    return [(p, a) for p, a in ops if not isinstance(unwrap(getattr(p, a)), nn.Identity)]
+    return [(p, a) for p, a in ops if isinstance(getattr(p, a, None), nn.Module)
+            and not isinstance(unwrap(getattr(p, a)), nn.Identity)]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gist_ray.methods.adaptformer import ParallelMlpAdapterBlock
-from gist_ray.methods.base import dims, register_method, wrap_blocks
+from gist_ray.methods.base import block_dim, per_block, register_method, wrap_blocks
 
 
 @dataclass
@@ -64,11 +64,13 @@ class QuantBottleneck(nn.Module):
 
 
 def _count(vit, cfg: BiAdapterConfig) -> int:
-    d, depth = dims(vit)
-    return depth * (2 * d * cfg.bottleneck + cfg.bottleneck + d)
+    return per_block(vit, lambda d: 2 * d * cfg.bottleneck + cfg.bottleneck + d)
 
 
-@register_method("bi_adapter", BiAdapterConfig, count=_count, paper="Bi-Adapter, ICCV 2023, arXiv 2307.16867")
+@register_method("bi_adapter", BiAdapterConfig, count=_count, paper="Bi-Adapter, ICCV 2023, arXiv 2307.16867",
+                 families=("vit", "swin"))
 def apply(vit, cfg: BiAdapterConfig) -> None:
-    d, _ = dims(vit)
-    wrap_blocks(vit, lambda i, b: ParallelMlpAdapterBlock(b, QuantBottleneck(d, cfg.bottleneck, cfg.bits, cfg.scale)))
+    def adapter(d: int) -> QuantBottleneck:
+        return QuantBottleneck(d, cfg.bottleneck, cfg.bits, cfg.scale)
+
+    wrap_blocks(vit, lambda i, b: ParallelMlpAdapterBlock(b, adapter(block_dim(b))))

@@ -21,7 +21,8 @@ def _biases(vit) -> list:
 
 
 @register_method(
-    "bitfit", BitFitConfig, count=lambda vit, cfg: sum(b.numel() for b in _biases(vit)), paper="BitFit, arXiv 2106.10199"
+    "bitfit", BitFitConfig, count=lambda vit, cfg: sum(b.numel() for b in _biases(vit)), paper="BitFit, arXiv 2106.10199",
+    families=("vit", "swin"),
 )
 def apply(vit, cfg: BitFitConfig) -> None:
     for b in _biases(vit):

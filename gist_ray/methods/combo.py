@@ -8,7 +8,7 @@ parts' wrappers yourself, innermost (first applied) first.
 
 from dataclasses import dataclass, field
 
-from gist_ray.methods.base import METHODS, register_method
+from gist_ray.methods.base import METHODS, check_family, register_method
 
 
 def _default() -> list[dict]:
@@ -43,7 +43,9 @@ def _count(vit, cfg: ComboConfig) -> int:
     return sum(METHODS.get(name).count(vit, part) for name, part in cfg.parts())
 
 
-@register_method("combo", ComboConfig, count=_count, paper="GIST Table 1 (Adapter + VPT), arXiv 2312.07255")
+@register_method("combo", ComboConfig, count=_count, paper="GIST Table 1 (Adapter + VPT), arXiv 2312.07255",
+                 families=("vit", "swin"))
 def apply(vit, cfg: ComboConfig) -> None:
-    for name, part in cfg.parts():
+    for i, (name, part) in enumerate(cfg.parts()):
+        check_family(METHODS.get(name), vit, f"method.methods[{i}].name")
         METHODS.get(name).apply(vit, part)

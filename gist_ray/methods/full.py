@@ -15,7 +15,7 @@ def _count(vit, cfg) -> int:
     return sum(p.numel() for p in vit.parameters() if id(p) not in head)
 
 
-@register_method("full", FullConfig, count=_count, paper="Full fine-tuning baseline")
+@register_method("full", FullConfig, count=_count, paper="Full fine-tuning baseline", families=("vit", "swin"))
 def apply(vit, cfg: FullConfig) -> None:
     for p in vit.parameters():
         p.requires_grad_(True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.methods.base import dims, register_method, wrap_blocks
+from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
 
 
 @dataclass
@@ -57,17 +57,18 @@ class SharedParallelAdapterBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
         b = self.inner
-        x = x + b.drop_path1(b.ls1(b.attn(b.norm1(x)))) + self.adapter(x)
-        x = x + b.drop_path2(b.ls2(b.mlp(b.norm2(x)))) + self.adapter(x)
-        return x
+        x = x + residual1(b, attn_out(b, b.norm1(x))) + self.adapter(x)
+        return x + residual2(b, b.mlp(b.norm2(x))) + self.adapter(x)
 
 
 def _count(vit, cfg: GistAdapterConfig) -> int:
-    d, depth = dims(vit)
-    return depth * (2 * d * cfg.bottleneck + cfg.bottleneck + d)
+    return per_block(vit, lambda d: 2 * d * cfg.bottleneck + cfg.bottleneck + d)
 
 
-@register_method("gist_adapter", GistAdapterConfig, count=_count, paper="GIST official adapter, arXiv 2312.07255")
+@register_method("gist_adapter", GistAdapterConfig, count=_count, paper="GIST official adapter, arXiv 2312.07255",
+                 families=("vit", "swin"))
 def apply(vit, cfg: GistAdapterConfig) -> None:
-    d, _ = dims(vit)
-    wrap_blocks(vit, lambda i, b: SharedParallelAdapterBlock(b, Bottleneck(d, cfg.bottleneck, cfg.scale, zero_init_up=cfg.zero_init_up)))
+    def adapter(d: int) -> Bottleneck:
+        return Bottleneck(d, cfg.bottleneck, cfg.scale, zero_init_up=cfg.zero_init_up)
+
+    wrap_blocks(vit, lambda i, b: SharedParallelAdapterBlock(b, adapter(block_dim(b))))

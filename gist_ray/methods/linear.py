@@ -10,6 +10,7 @@ class LinearConfig:
     """No knobs: the backbone stays frozen."""
 
 
-@register_method("linear", LinearConfig, count=lambda vit, cfg: 0, paper="Linear probing baseline")
+@register_method("linear", LinearConfig, count=lambda vit, cfg: 0, paper="Linear probing baseline",
+                 families=("vit", "swin"))
 def apply(vit, cfg: LinearConfig) -> None:
     return None

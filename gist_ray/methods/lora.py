@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gist_ray.methods.base import dims, get_site, merge_wrappers, plain_linear, register_method, set_site, site_linear
+from gist_ray.methods.base import blocks, get_site, merge_wrappers, plain_linear, register_method, set_site, site_linear
 
 
 @dataclass
@@ -58,18 +58,18 @@ class LoRAQV(nn.Module):
 
 
 def _count(vit, cfg: LoRAConfig) -> int:
-    _, depth = dims(vit)
-    qkv = site_linear(vit.blocks[0], "qkv")
-    return depth * 2 * cfg.rank * (qkv.in_features + qkv.out_features // 3)
+    qkvs = [site_linear(b, "qkv") for b in blocks(vit)]
+    return sum(2 * cfg.rank * (qkv.in_features + qkv.out_features // 3) for qkv in qkvs)
 
 
 def merge(vit) -> None:
     merge_wrappers(vit, LoRAQV)
 
 
-@register_method("lora", LoRAConfig, count=_count, merge=merge, paper="LoRA, ICLR 2022, arXiv 2106.09685")
+@register_method("lora", LoRAConfig, count=_count, merge=merge, paper="LoRA, ICLR 2022, arXiv 2106.09685",
+                 families=("vit", "swin"))
 def apply(vit, cfg: LoRAConfig) -> None:
-    for block in vit.blocks:
+    for block in blocks(vit):
         qkv = site_linear(block, "qkv")
         wrapper = LoRAQV(get_site(block, "qkv"), qkv.in_features, qkv.out_features // 3, cfg.rank, cfg.alpha)
         set_site(block, "qkv", wrapper)

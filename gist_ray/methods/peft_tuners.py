@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from gist_ray.methods.base import check_sites, register_method, site_linear
+from gist_ray.methods.base import blocks, check_sites, register_method, site_linear
 
 HAVE_PEFT = importlib.util.find_spec("peft") is not None  # optional dependency
 
@@ -69,9 +69,10 @@ class PeftIA3Config:
 
 
 def target_regex(sites: list[str]) -> str:
-    """A full-match pattern for the chosen linears of every block, under any block wrappers."""
+    """A full-match pattern for the chosen linears of every block (``blocks.3.`` on a ViT, ``layers.1.blocks.0.``
+    on a Swin), under any block wrappers."""
     alts = "|".join(SITE_PATTERNS[s] for s in sites)
-    return rf"blocks\.\d+\.(?:.*\.)?(?:{alts})"
+    return rf"(?:layers\.\d+\.)?blocks\.\d+\.(?:.*\.)?(?:{alts})"
 
 
 def factorization(n: int) -> tuple[int, int]:
@@ -144,13 +145,14 @@ def merge(vit: nn.Module) -> None:
 
 def _register(name: str, tuner: Tuner) -> None:
     def count(vit: nn.Module, cfg: Any) -> int:
-        sites = [(s, site_linear(b, s)) for b in vit.blocks for s in cfg.targets]
+        sites = [(s, site_linear(b, s)) for b in blocks(vit) for s in cfg.targets]
         return sum(tuner.per_layer(lin.in_features, lin.out_features, s, cfg) for s, lin in sites)
 
     def apply(vit: nn.Module, cfg: Any) -> None:
         inject(vit, tuner.make(cfg))
 
-    register_method(name, tuner.config_cls, count=count, merge=merge, paper=f"{tuner.paper} via peft")(apply)
+    register_method(name, tuner.config_cls, count=count, merge=merge, paper=f"{tuner.paper} via peft",
+                    families=("vit", "swin"))(apply)
 
 
 if HAVE_PEFT:

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.methods.base import dims, get_site, merge_wrappers, plain_linear, register_method, set_site
+from gist_ray.methods.base import (
+    block_dim,
+    blocks,
+    get_site,
+    merge_wrappers,
+    per_block,
+    plain_linear,
+    register_method,
+    set_site,
+)
 
 
 @dataclass
@@ -90,19 +99,17 @@ class PreAdapterLinear(nn.Module):
 
 
 def _count(vit, cfg: RepAdapterConfig) -> int:
-    d, depth = dims(vit)
-    per = d * cfg.hidden + cfg.hidden + d * cfg.hidden // cfg.groups + d
-    return depth * 2 * per
+    return per_block(vit, lambda d: 2 * (d * cfg.hidden + cfg.hidden + d * cfg.hidden // cfg.groups + d))
 
 
 def merge(vit) -> None:
     merge_wrappers(vit, PreAdapterLinear)
 
 
-@register_method("readapter", RepAdapterConfig, count=_count, merge=merge, paper="RepAdapter, arXiv 2302.08106")
+@register_method("readapter", RepAdapterConfig, count=_count, merge=merge, paper="RepAdapter, arXiv 2302.08106",
+                 families=("vit", "swin"))
 def apply(vit, cfg: RepAdapterConfig) -> None:
-    d, _ = dims(vit)
-    for block in vit.blocks:
+    for block in blocks(vit):
         for site in ("qkv", "fc1"):
-            adapter = LinearAdapter(d, cfg.hidden, cfg.groups, cfg.scale)
+            adapter = LinearAdapter(block_dim(block), cfg.hidden, cfg.groups, cfg.scale)
             set_site(block, site, PreAdapterLinear(get_site(block, site), adapter))

@@ -76,7 +76,8 @@ def merge(vit) -> None:
     merge_wrappers(vit, ScaleShift)
 
 
-@register_method("ssf", SSFConfig, count=_count, merge=merge, paper="SSF, NeurIPS 2022, arXiv 2210.08823")
+@register_method("ssf", SSFConfig, count=_count, merge=merge, paper="SSF, NeurIPS 2022, arXiv 2210.08823",
+                 families=("vit", "swin"))
 def apply(vit, cfg: SSFConfig) -> None:
     for parent, attr in backbone_ops(vit):
         op = getattr(parent, attr)
