@@ -51,6 +51,7 @@ def parse(argv=None) -> argparse.Namespace:
 def measure(backbone: str, method: str, args, device) -> dict:
     import torch
 
+    from gist_ray.blocks import blocks
     from gist_ray.data import Split
     from gist_ray.model import unwrap
 
@@ -68,7 +69,7 @@ def measure(backbone: str, method: str, args, device) -> dict:
             fwd = bl.count_flops(model, x1)
             fwd_bwd = bl.count_flops(model, x1, train_step=True)
             sdpa = bl.sdpa_calls(model, x1)
-            depth = len(model.backbone.blocks)
+            depth = len(blocks(model.backbone))
             for e in range(args.warmup):
                 run.train_epoch(e)
             times = []

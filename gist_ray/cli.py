@@ -87,8 +87,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_scale(args: argparse.Namespace) -> int:
     from gist_ray.scaling.study import run_study
 
-    run_study(args.study, args.overrides)
-    return 0
+    result = run_study(args.study, args.overrides)
+    return 0 if result.complete and not result.errors else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:

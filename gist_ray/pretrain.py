@@ -51,7 +51,14 @@ def pretrained_synthetic_weights(name: str, cache_dir: str | None = None, verbos
             t0 = time.perf_counter()
             if verbose:
                 print(f"[gist-ray] pretraining {name} on the synthetic source task (once; cached at {path})", flush=True)
-            state = pretrain(name)
+            # one torch thread: on a shared 2-core machine two intra-op threads made this about 10x slower
+            # (vit_synth_xs: 324 s vs 31 s wall, back to back); the tiny models gain little from a second one
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                state = pretrain(name)
+            finally:
+                torch.set_num_threads(threads)
             from safetensors.torch import save_file
 
             tmp = path.with_suffix(".tmp")

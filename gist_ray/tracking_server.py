@@ -225,6 +225,20 @@ class TrackingServer:
         self.stop()
 
 
+def _checked_command(backend_store_uri: str, artifact_root: str, host: str, port: int, workers: int | None,
+                     auth: bool, auth_config: str | None, allow_insecure_public: bool, allowed_hosts: str | None,
+                     extra_args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` command and its extra environment, after every check; warns on stderr when it will
+    serve a public address without authentication."""
+    cmd = server_command(backend_store_uri, artifact_root, host, port, workers=workers, auth=auth,
+                         allow_insecure_public=allow_insecure_public, allowed_hosts=allowed_hosts,
+                         extra_args=extra_args)
+    extra_env = _preflight(cmd, backend_store_uri, artifact_root, host, port, auth, auth_config)
+    if allow_insecure_public and not is_loopback(host) and not auth:
+        print(INSECURE_WARNING.format(host=host, port=port), file=sys.stderr, flush=True)
+    return cmd, extra_env
+
+
 def start_server(
     backend_store_uri: str = DEFAULT_BACKEND,
     artifact_root: str = DEFAULT_ARTIFACTS,
@@ -245,12 +259,9 @@ def start_server(
 
     Every check (host, backend URI, driver, auth, free port) runs before any process starts.
     """
-    cmd = server_command(backend_store_uri, artifact_root, host, port, workers=workers, auth=auth,
-                         allow_insecure_public=allow_insecure_public, allowed_hosts=allowed_hosts,
-                         extra_args=extra_args)
-    extra_env = _preflight(cmd, backend_store_uri, artifact_root, host, port, auth, auth_config)
+    cmd, extra_env = _checked_command(backend_store_uri, artifact_root, host, port, workers, auth, auth_config,
+                                      allow_insecure_public, allowed_hosts, extra_args)
     if allow_insecure_public and not is_loopback(host) and not auth:
-        print(INSECURE_WARNING.format(host=host, port=port), file=sys.stderr, flush=True)
         warnings.warn(f"MLflow server on {host}:{port} without authentication", stacklevel=2)
     full_env = {**os.environ, **extra_env, **(env or {})}
     log_path = Path(log_file) if log_file else None
@@ -286,12 +297,8 @@ def serve(
     extra_args: Sequence[str] = (),
 ) -> int:
     """Run the server in the foreground until it exits or Ctrl-C; returns its exit code."""
-    cmd = server_command(backend_store_uri, artifact_root, host, port, workers=workers, auth=auth,
-                         allow_insecure_public=allow_insecure_public, allowed_hosts=allowed_hosts,
-                         extra_args=extra_args)
-    extra_env = _preflight(cmd, backend_store_uri, artifact_root, host, port, auth, auth_config)
-    if allow_insecure_public and not is_loopback(host) and not auth:
-        print(INSECURE_WARNING.format(host=host, port=port), file=sys.stderr, flush=True)
+    cmd, extra_env = _checked_command(backend_store_uri, artifact_root, host, port, workers, auth, auth_config,
+                                      allow_insecure_public, allowed_hosts, extra_args)
     url = url_for(host, port)
     print(f"MLflow tracking server: {url}  (backend {backend_store_uri}, artifacts {_absolute_artifacts(artifact_root)})")
     print(f"  runs log here with tracking.uri={url}")

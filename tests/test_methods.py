@@ -129,9 +129,10 @@ def test_merge_preserves_outputs(backbone: str, name: str, gist: bool) -> None:
     torch.testing.assert_close(after, before, rtol=0, atol=1e-4)
     assert trainable_counts(model)["method"] == 0
     from gist_ray.blocks import SequenceBlock
+    from gist_ray.gist.token_rows import TokenRowSite
 
     wrappers = [m for m in vit_of(model).modules() if hasattr(m, "inner") or hasattr(m, "base_layer")]
-    assert all(isinstance(m, SequenceBlock) for m in wrappers), wrappers  # only GIST's own Swin wrapper stays
+    assert all(isinstance(m, (SequenceBlock, TokenRowSite)) for m in wrappers), wrappers  # GIST's own wrappers stay
 
 
 def test_merge_removes_wrappers_for_plain_timm_modules() -> None:
@@ -214,3 +215,37 @@ def test_gist_adapter_token_on_vit_b16_is_768() -> None:
     assert counts["token"] == 768
     assert counts["head"] == 768 * 100 + 100
     assert counts["method"] == METHODS.get("gist_adapter").count(vit_of(model), default_cfg("gist_adapter"))
+
+
+def gist_pair(name: str):
+    """The same model twice (GIST on, no token dropout): with and without the token-rows input gradient."""
+    from gist_ray.gist import GistModel
+    from gist_ray.methods import apply_method
+
+    models = []
+    for rows in (True, False):
+        torch.manual_seed(0)
+        vit = create_backbone(BACKBONE, CLASSES, weights="none")
+        apply_method(vit, name, {})
+        models.append(GistModel(vit, True, dropout=0.0, token_row_grad=rows))
+    for m in models:
+        perturb(m)
+        m.train()
+    return models
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_token_row_gradient_is_exact(name: str) -> None:
+    fast, reference = gist_pair(name)
+    grads = []
+    for model in (fast, reference):
+        cls_logits, gist_logits = model(images())
+        (cls_logits.logsumexp(1).mean() + 0.5 * gist_logits.logsumexp(1).mean()).backward()
+        grads.append({n.replace(".inner", ""): p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-6, msg=n)
+    # constant input to block 0 -> the token-rows path ran; VPT prompts, SSF, BitFit, full fine-tuning -> it did not
+    constant = name not in ("vpt_shallow", "vpt_deep", "ssf", "bitfit", "full", "combo")
+    splits = fast._rows.splits if fast._rows is not None else 0
+    assert (splits > 0) == constant, splits

@@ -112,16 +112,23 @@ def test_vtab_protocol_never_shows_test_to_the_tuner_and_refits_once(ray_local, 
     assert trials["metrics.test/acc"].isna().all()
 
 
-def test_every_registered_method_runs_inside_a_sweep(ray_local, tmp_path):
+def test_every_registered_method_runs_inside_a_sweep(ray_local, tmp_path, capsys):
     from gist_ray.methods import METHODS
 
     names = METHODS.names()
     p = sweep_file(tmp_path, "all-methods", {"method.name": {"choice": names}},
                    {"num_samples": len(names), "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none"},
                    overrides=["train.epochs=1", "data.n_train=32", "data.n_val=16", "data.n_test=16"])
-    result = run_sweep(load_sweep(p), verbose=False)
+    result = run_sweep(load_sweep(p), verbose=True)
     ran = {r.config["method.name"]: r.status for r in result.rows}
     assert ran == {n: "TERMINATED" for n in names}, {n: s for n, s in ran.items() if s != "TERMINATED"}
+    progress = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[sweep ")]
+    assert f"{len(names)}/{len(names)} finished (0 errored), 0 running" in progress[-1], progress[-3:]
+    trials = runs(tmp_path)
+    trials = trials[trials["tags.gist_ray.kind"] == "trial"]
+    assert set(trials["status"]) == {"FINISHED"}
+    # each run keeps its own end time: the first trials ended long before the last ones started
+    assert trials["end_time"].min() < trials["start_time"].max()
 
 
 def test_best_configuration_is_repeated_over_seeds(ray_local, tmp_path):

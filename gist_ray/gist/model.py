@@ -5,7 +5,8 @@ the official code, through a forward hook on ``norm_pre``: the backbone and the 
 Swin it joins the last stage (see :mod:`gist_ray.gist.swin`). Both
 the [CLS] and the (mean) Gist output go through the same head. Training mode returns
 ``(cls_logits, gist_logits)``; evaluation returns ``cls_logits`` only. With ``enabled=False`` the wrapper is a
-pass-through: outputs are exactly the backbone's.
+pass-through: outputs are exactly the backbone's. On a ViT, block 0's ``qkv`` computes its input gradient for the
+token rows only when that is exact (:mod:`gist_ray.gist.token_rows`; ``token_row_grad=False`` turns it off).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from gist_ray.backbones import vit_of
 from gist_ray.blocks import family
-from gist_ray.gist import swin
+from gist_ray.gist import swin, token_rows
 
 
 class GistToken(nn.Module):
@@ -45,6 +46,7 @@ class GistModel(nn.Module):
         length: int = 1,
         init_range: float = 0.5,
         dropout: float = 0.1,
+        token_row_grad: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -64,9 +66,12 @@ class GistModel(nn.Module):
             # pooled heads (avg/max) must not average the Gist token into the [CLS]-side prediction
             vit.num_prefix_tokens += length
         vit.norm_pre.register_forward_hook(self._insert_hook)
+        self._rows = token_rows.install(vit, self.at, length) if token_row_grad else None
 
     def _insert_hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        return self.gist.insert(out, self.at)
+        seq = self.gist.insert(out, self.at)
+        token_rows.offer(self._rows, out, seq)
+        return seq
 
     def _swin_insert_hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
         return self.gist.insert(swin.to_sequence(out), 0)

@@ -7,9 +7,9 @@ chosen block linears (``qkv``, ``proj``, ``fc1``, ``fc2``; timm's ``qkv`` is fus
 together). peft freezes everything but its own parameters on injection; the previous trainable set (the head and
 any method applied before) is restored, and nothing else is unfrozen.
 
-Left out: VeRA (and VB-LoRA, etc.). Their random projections are shared state stored on the tuner object, which
+Not here: VeRA (and VB-LoRA, etc.). Their random projections are shared state stored on the tuner object, which
 ``inject_adapter_in_model`` refuses ("uses shared state stored on the tuner"); only ``get_peft_model`` supports
-them, and that wraps the model in a PeftModel meant for transformers models.
+them, and that wraps the model in a PeftModel meant for transformers models. VeRA is written in ``vera.py``.
 
 peft is optional: without it these methods are not registered. It is imported on first use only (it pulls in
 transformers: seconds of import time in every process, e.g. every sweep trial, that uses no peft tuner).

@@ -575,17 +575,9 @@ def sweep_spec(study: Study, cells: Sequence[Cell], sweep_name: str):
 
 
 def prepare_ladder(study: Study, backbones: Sequence[str]) -> None:
-    """Build the missing synthetic-pretrained ``vit_synth_*`` weights before the sweep, with one torch thread.
-
-    The sweep layer would build them too (in the driver, with torch's default thread count). On a shared 2-core
-    machine two intra-op threads made this pretraining about 10x slower than one (vit_synth_xs: 324 s vs 31 s
-    wall, measured back to back): every op waits for a descheduled thread. The tiny models gain little from a
-    second thread even on an idle machine.
-    """
+    """Build the missing synthetic-pretrained ``vit_synth_*`` weights before the sweep (one at a time)."""
     if build_config(study.base).model.weights != "auto":
         return
-    import torch
-
     from gist_ray.backbones import TINY, resolve_name
     from gist_ray.pretrain import pretrained_synthetic_weights, weights_path
 
@@ -593,13 +585,8 @@ def prepare_ladder(study: Study, backbones: Sequence[str]) -> None:
              if n in TINY and TINY[n].pretrain and not weights_path(n).is_file()]
     if not names:
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for n in names:
-            pretrained_synthetic_weights(n)
-    finally:
-        torch.set_num_threads(threads)
+    for n in names:
+        pretrained_synthetic_weights(n)  # pins torch to one thread while it trains
 
 
 

@@ -20,6 +20,7 @@ class MlflowSweepCallback(Callback):
         self.spec, self.uri, self.experiment = spec, uri, experiment
         self.children: dict[str, str] = {}
         self.logged_epoch: dict[str, int] = {}  # per trial: the last epoch already in MLflow
+        self.ended: set[str] = set()  # trials whose run already has its final status (and end time)
         self._c = None
 
     # -- helpers
@@ -88,27 +89,36 @@ class MlflowSweepCallback(Callback):
         self.logged_epoch[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.c.set_terminated(self._child(trial), "FINISHED")
+        # a trial stopped before its first report (e.g. the sweep was interrupted) did not finish anything
+        status = "FINISHED" if self.logged_epoch.get(trial.trial_id, 0) > 0 else "KILLED"
+        self.c.set_terminated(self._child(trial), status)
+        self.ended.add(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id = self._child(trial)
         self.c.set_tag(run_id, "error", error_message(trial))
         self.c.set_terminated(run_id, "FAILED")
+        self.ended.add(trial.trial_id)
 
     def on_experiment_end(self, trials, **info) -> None:
         self.close(trials, status="FINISHED")
 
     def close(self, trials=(), status: str = "FINISHED") -> None:
-        """Give every child its trial's final status (unfinished ones KILLED), then close the parent."""
+        """Give every child not yet ended its trial's final status (unfinished ones KILLED; a run already ended
+        keeps its status and end time), then close the parent."""
         final = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
         for trial in trials:
+            if trial.trial_id in self.ended:
+                continue
             run_id = self.children.get(trial.trial_id)
             if run_id is None:
                 found = tracking.find_run(self.c, self.exp_id, {tracking.SWEEP_TAG: self.spec.name,
                                                                 tracking.TRIAL_TAG: trial.trial_id})
                 run_id = found.info.run_id if found else None
             if run_id is not None:
-                self.c.set_terminated(run_id, final.get(trial.status, "KILLED"))
+                reported = self.logged_epoch.get(trial.trial_id, 0) > 0 or bool(trial.last_result)
+                self.c.set_terminated(run_id, final.get(trial.status, "KILLED") if reported else "KILLED")
+                self.ended.add(trial.trial_id)
         close_sweep_runs(self.uri, self.experiment, self.spec.name, status)
 
     def __getstate__(self) -> dict:
@@ -147,13 +157,15 @@ class ProgressCallback(Callback):
         self.best: float | None = None
         self.t0 = time.perf_counter()
 
-    def _line(self, trials) -> None:
-        done = sum(t.status == "TERMINATED" for t in trials)
-        err = sum(t.status == "ERROR" for t in trials)
-        running = sum(t.status == "RUNNING" for t in trials)
-        for t in trials:
+    def _line(self, trials, ending, status: str) -> None:
+        """``ending`` is the trial Tune is ending right now, with ``status``: the hook runs before Tune sets it."""
+        statuses = [status if t is ending else t.status for t in trials]
+        done = statuses.count("TERMINATED")
+        err = statuses.count("ERROR")
+        running = statuses.count("RUNNING")
+        for t, st in zip(trials, statuses):
             v = (t.last_result or {}).get(self.metric)
-            if t.status == "TERMINATED" and isinstance(v, (int, float)) and math.isfinite(v):
+            if st == "TERMINATED" and isinstance(v, (int, float)) and math.isfinite(v):
                 if self.best is None or (v > self.best if self.mode == "max" else v < self.best):
                     self.best = v
         best = "-" if self.best is None else f"{self.best:.4f}"
@@ -161,7 +173,7 @@ class ProgressCallback(Callback):
               f"({err} errored), {running} running; best {self.metric} {best}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._line(trials)
+        self._line(trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._line(trials)
+        self._line(trials, trial, "ERROR")
