@@ -282,6 +282,9 @@ def test_study_runs_then_a_rerun_runs_nothing(ray_local, tmp_path, monkeypatch) 
 
     second = st.run_study(p, verbose=False)
     assert (second.skipped, second.ran, second.done, second.sweep) == (4, 0, 4, None)
+    from gist_ray.cli import main
+
+    assert main(["scale", str(p)]) == 0  # the CLI: complete study, no errors -> exit 0 (and still runs nothing)
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     df = mlflow.search_runs(experiment_names=["scale-tests"])
