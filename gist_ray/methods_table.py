@@ -26,9 +26,10 @@ def methods_table(backbone: str, num_classes: int, device: str = "meta") -> list
     for name in METHODS.names():
         spec = METHODS.get(name)
         cfg = from_dict(spec.config_cls, {}, "method")
-        if fam not in method_families(name, cfg):
+        families = method_families(name, cfg)
+        if fam not in families:
             rows.append(dict(method=name, method_params=None, token=None, head=None, total=None, closed_form=None,
-                             paper=f"{spec.paper} [not on {fam}: {'/'.join(method_families(name, cfg))} only]"))
+                             paper=f"{spec.paper} [not on {fam}: {'/'.join(families)} only]"))
             continue
         with torch.device(device):
             model = build_model(backbone, num_classes, name, {}, GistConfig(enabled=True), weights="none")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from gist_ray.methods.base import METHODS, MethodSpec, check_family, register_method
+from gist_ray.blocks import family
+from gist_ray.methods.base import METHODS, MethodSpec, register_method
 
 __all__ = ["METHODS", "MethodSpec", "register_method", "apply_method", "method_families", "require_family"]
 
@@ -30,7 +31,7 @@ def apply_method(vit, name: str, options: dict | None = None):
 
     spec = METHODS.get(name)
     cfg = from_dict(spec.config_cls, options or {}, "method")
-    check_family(spec, vit)
+    require_family(name, cfg, family(vit), type(vit).__name__)  # a combination's parts too
     spec.apply(vit, cfg)
     return cfg
 

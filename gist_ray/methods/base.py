@@ -65,17 +65,6 @@ def register_method(
     return deco
 
 
-def check_family(spec: MethodSpec, net: nn.Module, where: str = "method.name") -> None:
-    """A ConfigError naming ``where`` unless ``spec`` is defined on the family of ``net``."""
-    from gist_ray.config import ConfigError
-
-    fam = family(net)
-    if fam not in spec.families:
-        others = [n for n in METHODS.names() if fam in METHODS.get(n).families]
-        raise ConfigError(f"{where}: {spec.name} is defined on {'/'.join(spec.families)} backbones only, not {fam} "
-                          f"(see docs/methods.md); on {fam}: {others}")
-
-
 def dims(vit: nn.Module) -> tuple[int, int]:
     """(embed_dim, depth) of a timm VisionTransformer (methods defined on one width only)."""
     return int(vit.embed_dim), len(vit.blocks)

@@ -8,7 +8,7 @@ parts' wrappers yourself, innermost (first applied) first.
 
 from dataclasses import dataclass, field
 
-from gist_ray.methods.base import METHODS, check_family, register_method
+from gist_ray.methods.base import METHODS, register_method
 
 
 def _default() -> list[dict]:
@@ -46,6 +46,5 @@ def _count(vit, cfg: ComboConfig) -> int:
 @register_method("combo", ComboConfig, count=_count, paper="GIST Table 1 (Adapter + VPT), arXiv 2312.07255",
                  families=("vit", "swin"))
 def apply(vit, cfg: ComboConfig) -> None:
-    for i, (name, part) in enumerate(cfg.parts()):
-        check_family(METHODS.get(name), vit, f"method.methods[{i}].name")
+    for name, part in cfg.parts():  # apply_method has checked every part against the backbone family
         METHODS.get(name).apply(vit, part)
