@@ -72,11 +72,6 @@ class MlflowSweepCallback(Callback):
         self.children[trial.trial_id] = run_id
         return run_id
 
-    def _reported(self, trial) -> bool:
-        """Whether the trial ever reported a result (one that never did, e.g. cut off by an interrupted sweep,
-        finished nothing and ends KILLED)."""
-        return self.logged_epoch.get(trial.trial_id, 0) > 0 or bool(trial.last_result)
-
     # -- Tune hooks
     def setup(self, **info: Any) -> None:
         self.open_parent()
@@ -94,7 +89,9 @@ class MlflowSweepCallback(Callback):
         self.logged_epoch[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.c.set_terminated(self._child(trial), "FINISHED" if self._reported(trial) else "KILLED")
+        # a trial stopped before its first report (e.g. the sweep was interrupted) did not finish anything
+        status = "FINISHED" if self.logged_epoch.get(trial.trial_id, 0) > 0 else "KILLED"
+        self.c.set_terminated(self._child(trial), status)
         self.ended.add(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -119,7 +116,8 @@ class MlflowSweepCallback(Callback):
                                                                 tracking.TRIAL_TAG: trial.trial_id})
                 run_id = found.info.run_id if found else None
             if run_id is not None:
-                self.c.set_terminated(run_id, final.get(trial.status, "KILLED") if self._reported(trial) else "KILLED")
+                reported = self.logged_epoch.get(trial.trial_id, 0) > 0 or bool(trial.last_result)
+                self.c.set_terminated(run_id, final.get(trial.status, "KILLED") if reported else "KILLED")
                 self.ended.add(trial.trial_id)
         close_sweep_runs(self.uri, self.experiment, self.spec.name, status)
 
