@@ -41,7 +41,15 @@ def test_two_trial_sweep_writes_one_mlflow_run_per_trial(ray_local, tmp_path):
     p = sweep_file(tmp_path, "two", {"gist.enabled": {"choice": [True, False]}, "gist.lam": {"choice": [0.25, 0.75]}},
                    {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "tpe", "scheduler": "asha",
                     "initial_points": [{"gist.enabled": True, "gist.lam": 0.25}, {"gist.enabled": False, "gist.lam": 0.75}]})
+    # a trial run left by a killed driver whose trial Tune never saved: retired (soft-deleted) at the sweep's end
+    from gist_ray import tracking
+
+    c = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
+    orphan = c.create_run(tracking.experiment_id(c, "tests"), tags={tracking.SWEEP_TAG: "two", tracking.KIND_TAG: "trial",
+                                                                   tracking.TRIAL_TAG: "lost0001"}).info.run_id
     result = run_sweep(load_sweep(p), verbose=False)
+    assert c.get_run(orphan).info.lifecycle_stage == "deleted"
+    assert c.get_run(orphan).data.tags["gist_ray.orphaned"]
     assert len(result.rows) == 2 and result.best() is not None
     assert sorted(r.config["gist.enabled"] for r in result.rows) == [False, True]
     df = runs(tmp_path)

@@ -119,7 +119,23 @@ class MlflowSweepCallback(Callback):
                 reported = self.logged_epoch.get(trial.trial_id, 0) > 0 or bool(trial.last_result)
                 self.c.set_terminated(run_id, final.get(trial.status, "KILLED") if reported else "KILLED")
                 self.ended.add(trial.trial_id)
+        if status == "FINISHED":
+            self._retire_orphans({t.trial_id for t in trials})
         close_sweep_runs(self.uri, self.experiment, self.spec.name, status)
+
+    def _retire_orphans(self, known: set[str]) -> None:
+        """Soft-delete this sweep's unfinished trial runs whose trial Tune no longer knows. A driver killed before
+        Tune saved its state loses the trials it had just started; the resumed sweep redoes that work under new
+        trial ids, so those runs would be duplicates. They are tagged and stay restorable
+        (``mlflow runs restore --run-id ...``)."""
+        tags = {tracking.SWEEP_TAG: self.spec.name, tracking.KIND_TAG: "trial"}
+        flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        for r in self.c.search_runs([self.exp_id], filter_string=flt, max_results=10_000):
+            if r.data.tags.get(tracking.TRIAL_TAG) in known or r.info.status == "FINISHED":
+                continue
+            self.c.set_tag(r.info.run_id, "gist_ray.orphaned", "trial lost by an interrupted driver; redone under a new id")
+            self.c.set_terminated(r.info.run_id, "KILLED")
+            self.c.delete_run(r.info.run_id)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
