@@ -186,6 +186,9 @@ def test_removing_a_node_mid_sweep_retries_its_trial_and_the_sweep_completes(clu
         sec, fld = key.split(".")
         base.setdefault(sec, {})[fld] = yaml.safe_load(value)
     base["train"].update(epochs=4, checkpoint_every=1)
+    # epochs long enough (~100 steps) that the node is gone before the victim's last epoch: with the default 6
+    # steps an epoch, a trial could finish all 4 epochs before the driver handled its epoch-1 result
+    base["data"]["n_train"] = 1600
     base.update(output_dir=str(tmp_path / "runs"), resources={"use_gpu": False, "address": cluster.address},
                 tracking={"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "faults"})
     doc = {"name": "node-loss", "base": base, "space": {"gist.lam": {"choice": [0.25, 0.75]}},
