@@ -8,11 +8,17 @@ built-in pretraining on a synthetic source task (``weights: auto``; built once a
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
+
+# timm is imported inside the functions that need it: importing it costs ~2 s, and a driver that only checks a
+# gist-ray backbone name (or the config of a sweep) never needs it.
 
 # Short names researchers type -> timm's ImageNet-21k variants used by the paper.
 ALIASES: dict[str, str] = {
@@ -106,19 +112,21 @@ def resolve_name(name: str) -> str:
 
 
 def is_known_backbone(name: str) -> bool:
+    name = resolve_name(name)
+    if name in TINY:
+        return True
     import timm
 
-    name = resolve_name(name)
-    return name in TINY or timm.is_model(name.split(".")[0])
+    return timm.is_model(name.split(".")[0])
 
 
 def backbone_family(name: str) -> str | None:
     """``vit`` or ``swin`` for a gist-ray or timm backbone name (no model is built); None for other models."""
-    import timm.models
-
     name = resolve_name(name)
     if name in TINY:
         return TINY[name].family
+    import timm.models
+
     arch = name.split(".")[0]
     if not timm.is_model(arch):
         return None
@@ -144,8 +152,6 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         _load_weights(model, str(path))
         return
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
     else:
         # weights_only refuses pickles that would run code on load
@@ -153,8 +159,6 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         for key in ("state_dict", "model"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
-    import importlib
-
     # the timm module's own filter maps official / older checkpoints onto the current layout
     filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:
@@ -170,11 +174,10 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         raise ValueError(f"{path}: weights do not fit the backbone; missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def create_backbone(
-    name: str, num_classes: int, weights: str = "auto", drop_path: float = 0.0, cache_dir: str | None = None
-) -> nn.Module:
+def create_backbone(name: str, num_classes: int, weights: str = "none", drop_path: float = 0.0) -> nn.Module:
     """A timm VisionTransformer or SwinTransformer with a fresh ``num_classes`` head, all parameters frozen but
-    the head."""
+    the head. ``weights``: ``none``, ``hub``/``auto`` (timm names), or a local file; a ``vit_synth_*``'s ``auto``
+    is resolved to its pretrained file first (:func:`gist_ray.pretrain.resolve_weights`)."""
     import timm
 
     name = resolve_name(name)
@@ -183,10 +186,9 @@ def create_backbone(
         model = spec.build(num_classes, drop_path)
         model.pretrained_cfg = {"mean": SYNTH_MEAN_STD[0], "std": SYNTH_MEAN_STD[1], "input_size": (3, spec.img_size, spec.img_size)}
         if weights == "auto" and spec.pretrain:
-            from gist_ray.pretrain import pretrained_synthetic_weights
-
-            load_weights_file(model, pretrained_synthetic_weights(name, cache_dir=cache_dir))
-        elif weights == "hub":
+            raise ValueError(f"model.weights: auto for {name} means its synthetic-pretrained file; resolve it with "
+                             "gist_ray.pretrain.resolve_weights first")
+        if weights == "hub":
             raise ValueError(f"model.weights: {name} has no hub weights; use auto, none or a file path")
         elif weights not in ("auto", "none"):
             load_weights_file(model, weights)
@@ -219,3 +221,11 @@ def vit_of(model: nn.Module) -> nn.Module:
         else:
             raise TypeError(f"no timm backbone inside {type(model).__name__}")
     return model
+
+
+@functools.lru_cache(maxsize=None)
+def backbone_params(name: str) -> int:
+    """Exact parameter count of backbone ``name`` without its classification head (built on the meta device)."""
+    with torch.device("meta"):
+        model = create_backbone(name, 0, weights="none")
+    return int(sum(p.numel() for p in model.parameters()))

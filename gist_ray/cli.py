@@ -21,14 +21,11 @@ def _quiet_env() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gist_ray.config import load_config, to_dict
-    from gist_ray.sweep.driver import absolute_paths
-    from gist_ray.config import build_config
 
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not os.path.isfile(config):
         config, overrides = None, [config, *overrides]  # no config file: only overrides
     cfg = load_config(config, overrides)
-    cfg = build_config(absolute_paths(to_dict(cfg)))
     from gist_ray.data import preflight
 
     d = cfg.data
@@ -36,12 +33,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gist_ray.train.launch import init_ray, make_trainer
     from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 
-    if cfg.model.weights == "auto":
-        from gist_ray.backbones import TINY, resolve_name
-        from gist_ray.pretrain import pretrained_synthetic_weights
+    from gist_ray.pretrain import ensure_pretrained
 
-        if resolve_name(cfg.model.backbone) in TINY and TINY[resolve_name(cfg.model.backbone)].pretrain:
-            pretrained_synthetic_weights(resolve_name(cfg.model.backbone))
+    ensure_pretrained([cfg.model.backbone], cfg.model.weights)
     init_ray(cfg.resources.address)
     cfg_dict = to_dict(cfg)
     run_id = open_train_run(cfg.tracking.uri, cfg.tracking.experiment, cfg.name, cfg_dict)
@@ -85,14 +79,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from gist_ray.scaling.study import run_study
+    from gist_ray.study.run import run_study
 
     result = run_study(args.study, args.overrides)
     return 0 if result.complete and not result.errors else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gist_ray.scaling.study import report
+    from gist_ray.report import report
 
     paths = report(args.experiment, args.tracking_uri, args.out, args.metric)
     print(f"wrote {len(paths)} files to {args.out}")

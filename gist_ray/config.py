@@ -1,131 +1,39 @@
-"""Typed run configuration: dataclasses loaded from YAML, ``a.b=value`` overrides, validation.
+"""The run configuration: typed dataclasses, built once from YAML and ``a.b=value`` overrides, then passed on.
 
-Every error names the offending field (``train.lr``) or file, and is raised before any expensive work.
+Every field carries its bounds (:func:`~gist_ray.typed_config.setting`); cross-field rules live in ``check``.
+Every error names the offending field (``train.lr``) or file, and is raised before any expensive work. A
+:class:`Config` is immutable in use: derive another with :meth:`Config.with_overrides` (one validated build).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import logging
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional
 
-import yaml
+from gist_ray.backbones import backbone_family, is_known_backbone
+from gist_ray.data import DATASETS
+from gist_ray.errors import ConfigError
+from gist_ray.losses import INTERACTIONS
+from gist_ray.methods import METHODS, method_knobs, require_family
+from gist_ray.typed_config import (
+    from_dict,
+    load_yaml,
+    parse_override,
+    require,
+    set_path,
+    setting,
+    to_dict,
+    with_paths,
+)
 
+__all__ = ["Config", "ConfigError", "Variants", "build_config", "load_config", "to_dict", "from_dict", "parse_override",
+           "set_path", "load_yaml", "absolute_paths"]
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the field or path."""
-
-
-# ----------------------------------------------------------------------------- generic typed loading
-
-
-def _aliases(cls: type) -> dict[str, str]:
-    return {a: f.name for f in dataclasses.fields(cls) for a in f.metadata.get("aliases", ())}
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (lightly coerced)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
-    if hasattr(cls, "from_raw"):
-        return cls.from_raw(data, where)
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    aliases = _aliases(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        name = aliases.get(key, key)
-        path = f"{where}.{key}" if where else str(key)
-        if name not in names:
-            raise ConfigError(f"{path}: unknown field; known fields: {', '.join(sorted(names))}")
-        kwargs[name] = _coerce(value, hints[name], path)
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check(where)
-    return obj
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """The plain-dict form of a config (round-trips through ``from_dict``)."""
-    return dataclasses.asdict(obj)
-
-
-def _require(cond: bool, where: str, name: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{where + '.' if where else ''}{name}: {msg}")
-
-
-# ----------------------------------------------------------------------------- the run configuration
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -136,12 +44,11 @@ class ModelConfig:
     # auto: built-in synthetic pretraining for vit_synth_*, the hub for timm names; none: random init;
     # hub: timm/HF hub; or a path to a local .safetensors/.pth/.pt/.npz file.
     weights: str = "auto"
-    drop_path: float = 0.0
+    drop_path: float = setting(0.0, ge=0.0, lt=1.0)
 
     def check(self, where: str) -> None:
-        _require(0.0 <= self.drop_path < 1.0, where, "drop_path", f"must be in [0, 1), got {self.drop_path}")
         if self.weights not in ("auto", "none", "hub"):
-            _require(Path(self.weights).is_file(), where, "weights", f"file not found: {self.weights}")
+            require(Path(self.weights).is_file(), where, "weights", f"file not found: {self.weights}")
 
 
 @dataclass
@@ -165,8 +72,6 @@ class MethodConfig:
 
     def typed(self, where: str = "method") -> Any:
         """The method's own typed config (validated)."""
-        from gist_ray.methods import METHODS
-
         try:
             spec = METHODS.get(self.name)
         except KeyError as exc:
@@ -179,30 +84,18 @@ class GistConfig:
     """The Gist token and the GIST objective ``CE(cls) + mu*CE(gist) + lambda*I(cls, gist; T)``."""
 
     enabled: bool = True
-    length: int = 1
-    dropout: float = 0.1
-    init_range: float = 0.5
-    mu: float = 0.5
-    lam: float = field(default=0.75, metadata={"aliases": ("lambda",)})
-    temperature: float = field(default=3.0, metadata={"aliases": ("T",)})
+    length: int = setting(1, ge=1)
+    dropout: float = setting(0.1, ge=0.0, lt=1.0)
+    init_range: float = setting(0.5, gt=0.0)
+    mu: float = setting(0.5, ge=0.0)
+    lam: float = setting(0.75, ge=0.0, aliases=("lambda",), doc="lambda, the interaction loss weight")
+    temperature: float = setting(3.0, gt=0.0, aliases=("T",))
     interaction: str = "bkl"
     t_squared: bool = False
 
     def check(self, where: str) -> None:
-        from gist_ray.losses import INTERACTIONS
-
-        _require(self.length >= 1, where, "length", f"must be >= 1, got {self.length}")
-        _require(0.0 <= self.dropout < 1.0, where, "dropout", f"must be in [0, 1), got {self.dropout}")
-        _require(self.init_range > 0, where, "init_range", f"must be > 0, got {self.init_range}")
-        _require(self.mu >= 0, where, "mu", f"must be >= 0, got {self.mu}")
-        _require(self.lam >= 0, where, "lam", f"(lambda) must be >= 0, got {self.lam}")
-        _require(self.temperature > 0, where, "temperature", f"(T) must be > 0, got {self.temperature}")
-        _require(
-            self.interaction in INTERACTIONS,
-            where,
-            "interaction",
-            f"unknown {self.interaction!r}; known: {', '.join(INTERACTIONS.names())}",
-        )
+        require(self.interaction in INTERACTIONS, where, "interaction",
+                f"unknown {self.interaction!r}; known: {', '.join(INTERACTIONS.names())}")
 
 
 @dataclass
@@ -215,75 +108,54 @@ class DataConfig:
     train_split: str = "train"
     eval_split: Optional[str] = "val"  # evaluated every eval_every epochs; null: none (e.g. a refit)
     test_split: Optional[str] = "test"
-    n_train: int = 800
-    n_val: int = 200
-    n_test: int = 1000
-    image_size: Optional[int] = None
+    n_train: int = setting(800, ge=1)
+    n_val: int = setting(200, ge=1)
+    n_test: int = setting(1000, ge=1)
+    image_size: Optional[int] = setting(None, ge=8)
     seed: int = 0
-    shots: int = 16  # FGVC few-shot: images per class in the training list (NOAH: 1, 2, 4, 8, 16)
-    fewshot_seed: int = 0  # FGVC few-shot: which sampled training list (NOAH: 0, 1, 2)
+    shots: int = setting(16, ge=1, doc="FGVC few-shot: images per class in the training list (NOAH: 1-16)")
+    fewshot_seed: int = setting(0, ge=0, doc="FGVC few-shot: which sampled training list (NOAH: 0, 1, 2)")
 
     def check(self, where: str) -> None:
-        from gist_ray.data import DATASETS
-
-        _require(self.name in DATASETS, where, "name", f"unknown {self.name!r}; known: {', '.join(DATASETS.names())}")
-        for n in ("n_train", "n_val", "n_test"):
-            _require(getattr(self, n) >= 1, where, n, f"must be >= 1, got {getattr(self, n)}")
+        require(self.name in DATASETS, where, "name", f"unknown {self.name!r}; known: {', '.join(DATASETS.names())}")
         if self.root is not None:
-            _require(Path(self.root).is_dir(), where, "root", f"directory not found: {self.root}")
-        if self.image_size is not None:
-            _require(self.image_size >= 8, where, "image_size", f"must be >= 8, got {self.image_size}")
-        _require(self.shots >= 1, where, "shots", f"must be >= 1, got {self.shots}")
-        _require(self.fewshot_seed >= 0, where, "fewshot_seed", f"must be >= 0, got {self.fewshot_seed}")
+            require(Path(self.root).is_dir(), where, "root", f"directory not found: {self.root}")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation: AdamW, linear warmup then cosine decay, checkpoints every N epochs."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
+    epochs: int = setting(10, ge=1)
+    batch_size: int = setting(64, ge=1)
+    lr: float = setting(1e-3, gt=0.0)
+    weight_decay: float = setting(1e-4, ge=0.0)
+    warmup_epochs: float = setting(1.0, ge=0.0)
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    checkpoint_every: int = 1
-    eval_every: int = 1
-    grad_clip: float = 0.0
+    checkpoint_every: int = setting(1, ge=1)
+    eval_every: int = setting(1, ge=1)
+    grad_clip: float = setting(0.0, ge=0.0)
     # torch.compile the model (inductor): one-off compile time, then faster GPU steps; off by default
     compile: bool = False
-
-    def check(self, where: str) -> None:
-        _require(self.epochs >= 1, where, "epochs", f"must be >= 1, got {self.epochs}")
-        _require(self.batch_size >= 1, where, "batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.lr > 0, where, "lr", f"must be > 0, got {self.lr}")
-        _require(self.weight_decay >= 0, where, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(self.warmup_epochs >= 0, where, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        _require(self.checkpoint_every >= 1, where, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        _require(self.eval_every >= 1, where, "eval_every", f"must be >= 1, got {self.eval_every}")
-        _require(self.grad_clip >= 0, where, "grad_clip", f"must be >= 0, got {self.grad_clip}")
 
 
 @dataclass
 class ResourcesConfig:
     """Where a run executes: Ray address, workers, GPUs, and how a sweep trial runs its training."""
 
-    num_workers: int = 1
+    num_workers: int = setting(1, ge=1)
     use_gpu: Optional[bool] = None  # None: use a GPU when the cluster has one
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0
+    cpus_per_worker: float = setting(1.0, gt=0.0)
+    gpus_per_worker: float = setting(1.0, gt=0.0)
     # train: every run through a Ray Train TorchTrainer; inline: a sweep trial trains in its own process
     # (no Train controller, ~15 s less per trial); auto: inline for 1-worker CPU sweep trials, else train.
     backend: Literal["auto", "train", "inline"] = "auto"
     address: Optional[str] = None  # None/"local": a local Ray instance; "auto" or ray://... on a cluster
-    max_failures: int = 0
+    max_failures: int = setting(0, ge=0)
 
-    def check(self, where: str) -> None:
-        _require(self.num_workers >= 1, where, "num_workers", f"must be >= 1, got {self.num_workers}")
-        _require(self.cpus_per_worker > 0, where, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
-        _require(self.gpus_per_worker > 0, where, "gpus_per_worker", f"must be > 0, got {self.gpus_per_worker}")
-        _require(self.max_failures >= 0, where, "max_failures", f"must be >= 0, got {self.max_failures}")
+
+TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "file:", "postgresql", "mysql", "databricks")
 
 
 @dataclass
@@ -294,8 +166,7 @@ class TrackingConfig:
     experiment: str = "gist-ray"
 
     def check(self, where: str) -> None:
-        ok = self.uri.startswith(("sqlite:///", "http://", "https://", "file:", "postgresql", "mysql", "databricks"))
-        _require(ok, where, "uri", f"unsupported tracking URI {self.uri!r}")
+        require(self.uri.startswith(TRACKING_SCHEMES), where, "uri", f"unsupported tracking URI {self.uri!r}")
 
 
 @dataclass
@@ -313,78 +184,81 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def check(self, where: str) -> None:
-        from gist_ray.backbones import backbone_family, is_known_backbone
-        from gist_ray.methods import require_family
+        require(bool(self.name.strip()), where, "name", "must not be empty")
+        backbone = self.model.backbone
+        require(is_known_backbone(backbone), "model", "backbone",
+                f"unknown backbone {backbone!r} (not a gist-ray or timm model name)")
+        fam = backbone_family(backbone)
+        require(fam is not None, "model", "backbone",
+                f"{backbone!r} is neither a timm VisionTransformer nor a Swin Transformer")
+        require_family(self.method.name, self.method.typed(), fam, backbone)
 
-        _require(bool(self.name.strip()), where, "name", "must not be empty")
-        _require(
-            is_known_backbone(self.model.backbone),
-            "model",
-            "backbone",
-            f"unknown backbone {self.model.backbone!r} (not a gist-ray or timm model name)",
-        )
-        fam = backbone_family(self.model.backbone)
-        _require(
-            fam is not None,
-            "model",
-            "backbone",
-            f"{self.model.backbone!r} is neither a timm VisionTransformer nor a Swin Transformer",
-        )
-        require_family(self.method.name, self.method.typed(), fam, self.model.backbone)
+    def with_overrides(self, values: Mapping[str, Any], foreign_knobs: Literal["error", "drop"] = "error") -> "Config":
+        """A new validated config with ``{"a.b": value}`` applied (see :func:`override_raw`)."""
+        return build_config(override_raw(to_dict(self), values, foreign_knobs))
 
 
-# ----------------------------------------------------------------------------- YAML + overrides
+def override_raw(raw: dict, values: Mapping[str, Any], foreign_knobs: Literal["error", "drop"] = "error") -> dict:
+    """``raw`` (a run config mapping) with ``{"a.b": value}`` set.
+
+    When ``method.name`` changes, the old method's knobs that the new method lacks are dropped, with a one-line
+    note. A knob in ``values`` that the (new) method lacks is an error naming it (``foreign_knobs="error"``, the
+    command line) or silently dropped (``"drop"``: a flat sweep space holds knobs of several methods).
+    """
+    old = dict((raw.get("method") or {}))
+    if isinstance(old.get("options"), dict):
+        old.update(old.pop("options"))
+    new_name = values.get("method.name", old.get("name", MethodConfig.name))
+    own = method_knobs(str(new_name))
+    if foreign_knobs == "drop":
+        values = {k: v for k, v in values.items() if not _foreign(k, own)}
+    out = with_paths({**raw, "method": old}, {})
+    if new_name != old.get("name", MethodConfig.name) and own is not None:
+        dropped = sorted(k for k in old if k != "name" and k not in own and f"method.{k}" not in values)
+        for k in dropped:
+            del out["method"][k]
+        if dropped and foreign_knobs == "error":
+            log.warning("method.name=%s: dropped %s's knobs it does not have: %s", new_name, old.get("name"),
+                        ", ".join(dropped))
+    for key, value in values.items():
+        set_path(out, key.split("."), value)
+    return out
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], parsed YAML value)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key.path=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
-    return key.split("."), value
+def _foreign(key: str, own: set[str] | None) -> bool:
+    return own is not None and key.startswith("method.") and key != "method.name" and key.split(".", 2)[1] not in own
 
 
-def set_path(data: dict, path: list[str], value: Any) -> None:
-    """Set ``data[a][b] = value`` creating intermediate mappings."""
-    cur = data
-    for i, part in enumerate(path[:-1]):
-        nxt = cur.get(part)
-        if nxt is None:
-            nxt = cur[part] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"{'.'.join(path[: i + 1])}: is not a section, cannot set {'.'.join(path)}")
-        cur = nxt
-    cur[path[-1]] = value
+class Variants:
+    """A base config and its variants by ``{"a.b": value}`` overrides, each built (validated) once.
+
+    Sweep and study drivers derive every trial's or cell's config from one base; they ask this cache, so a
+    configuration is never rebuilt in the same process. Method knobs a variant's method lacks are dropped
+    (flat spaces hold the knobs of several methods).
+    """
+
+    def __init__(self, base: Config) -> None:
+        self.base = base
+        self._built: dict[tuple, Config] = {}
+
+    def get(self, overrides: Mapping[str, Any]) -> Config:
+        key = tuple(sorted((k, repr(v)) for k, v in overrides.items()))
+        if key not in self._built:
+            self._built[key] = self.base.with_overrides(overrides, foreign_knobs="drop") if overrides else self.base
+        return self._built[key]
 
 
-def load_yaml(path: str | os.PathLike) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: top level must be a mapping")
-    return data
+# ----------------------------------------------------------------------------- building
 
 
-def build_config(raw: dict | None = None, overrides: list[str] | tuple[str, ...] = (), source: str = "") -> Config:
-    """Raw mapping + overrides -> validated :class:`Config`. ``source`` prefixes error messages."""
-    data = copy.deepcopy(raw or {})
+def build_config(raw: Mapping[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
+                 source: str = "") -> Config:
+    """Raw mapping + ``a.b=value`` overrides -> validated :class:`Config`. ``source`` prefixes error messages."""
+    values = {}
     for text in overrides:
         path, value = parse_override(text)
-        set_path(data, path, value)
+        values[".".join(path)] = value
+    data = override_raw(dict(raw or {}), values) if values else dict(raw or {})
     try:
         return from_dict(Config, data)
     except ConfigError as exc:
@@ -392,6 +266,20 @@ def build_config(raw: dict | None = None, overrides: list[str] | tuple[str, ...]
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML run config (or the defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML run config (or the defaults when ``path`` is None), apply overrides, make paths absolute."""
     raw = load_yaml(path) if path else {}
-    return build_config(raw, overrides, source=str(path) if path else "")
+    return absolute_paths(build_config(raw, overrides, source=str(path) if path else ""))
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """The same config with its local paths (output, data root, weights file, SQLite store) made absolute, so
+    that trials and workers running in other directories see the same files. No revalidation is needed."""
+    out = cfg.output_dir if "://" in cfg.output_dir else str(Path(cfg.output_dir).resolve())
+    data = cfg.data if not cfg.data.root else dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))
+    model = cfg.model
+    if model.weights not in ("auto", "none", "hub"):
+        model = dataclasses.replace(model, weights=str(Path(model.weights).resolve()))
+    tracking = cfg.tracking
+    if tracking.uri.startswith("sqlite:///") and not tracking.uri.startswith("sqlite:////"):
+        tracking = dataclasses.replace(tracking, uri="sqlite:///" + str(Path(tracking.uri[len("sqlite:///"):]).resolve()))
+    return dataclasses.replace(cfg, output_dir=out, data=data, model=model, tracking=tracking)

@@ -12,6 +12,7 @@ from gist_ray.backbones import create_backbone
 from gist_ray.config import Config, GistConfig
 from gist_ray.gist import GistModel
 from gist_ray.methods import apply_method
+from gist_ray.pretrain import resolve_weights
 
 TOKEN_PREFIX = "gist."
 HEAD_PREFIX = "backbone.head."
@@ -28,7 +29,7 @@ def build_model(
 ) -> GistModel:
     """Frozen backbone -> method applied in place -> Gist wrapper. Only method, token and head train."""
     gist = gist or GistConfig()
-    vit = create_backbone(backbone, num_classes, weights=weights, drop_path=drop_path)
+    vit = create_backbone(backbone, num_classes, weights=resolve_weights(backbone, weights), drop_path=drop_path)
     apply_method(vit, method, method_options)
     return GistModel(vit, gist.enabled, gist.length, gist.init_range, gist.dropout)
 

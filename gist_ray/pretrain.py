@@ -10,39 +10,59 @@ so concurrent trials build it once.
 
 from __future__ import annotations
 
+import hashlib
 import math
-import os
 import time
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from gist_ray.backbones import SYNTH_MEAN_STD, TINY, resolve_name
+from gist_ray.cache import backbones_dir
+from gist_ray.data.synthetic import SOURCE_HEADS, render_task
 
 PRETRAIN_VERSION = 2  # bump when the source task or the recipe changes
 SOURCE_IMAGES = 6_000
 SOURCE_EPOCHS = 6
 
 
-def cache_root(cache_dir: str | None = None) -> Path:
-    return Path(cache_dir or os.environ.get("GIST_RAY_CACHE") or Path.home() / ".cache" / "gist-ray")
-
-
-def weights_path(name: str, cache_dir: str | None = None) -> Path:
+def weights_path(name: str) -> Path:
     """Cache file keyed by the architecture and the pretraining recipe, so a change of either rebuilds."""
-    import hashlib
-
-    from gist_ray.backbones import TINY
-
     key = f"{TINY[name]}|{SOURCE_IMAGES}|{SOURCE_EPOCHS}|v{PRETRAIN_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return cache_root(cache_dir) / "backbones" / f"{name}-synthetic-{digest}.safetensors"
+    return backbones_dir() / f"{name}-synthetic-{digest}.safetensors"
 
 
-def pretrained_synthetic_weights(name: str, cache_dir: str | None = None, verbose: bool = True) -> Path:
+def needs_pretraining(backbone: str, weights: str) -> bool:
+    """True for a ``vit_synth_*`` backbone with ``weights: auto`` (its weights come from :func:`pretrain`)."""
+    name = resolve_name(backbone)
+    return weights == "auto" and name in TINY and TINY[name].pretrain
+
+
+def resolve_weights(backbone: str, weights: str) -> str:
+    """``model.weights`` as the backbone builder takes it: ``auto`` on a ``vit_synth_*`` becomes the cached
+    pretrained file (built on first use); everything else is returned unchanged."""
+    if needs_pretraining(backbone, weights):
+        return str(pretrained_synthetic_weights(resolve_name(backbone)))
+    return weights
+
+
+def ensure_pretrained(backbones: Iterable[str], weights: str) -> None:
+    """Build the missing synthetic-pretrained weights of ``backbones`` now, one at a time, in this process (a
+    driver calls this before any trial starts, so trials never race to build them)."""
+    for name in dict.fromkeys(resolve_name(b) for b in backbones):
+        if needs_pretraining(name, weights):
+            pretrained_synthetic_weights(name)
+
+
+def pretrained_synthetic_weights(name: str, verbose: bool = True) -> Path:
     """Path to the cached source-task weights of tiny backbone ``name``, building them on first use."""
-    from filelock import FileLock
-
-    path = weights_path(name, cache_dir)
+    path = weights_path(name)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,8 +79,6 @@ def pretrained_synthetic_weights(name: str, cache_dir: str | None = None, verbos
                 state = pretrain(name)
             finally:
                 torch.set_num_threads(threads)
-            from safetensors.torch import save_file
-
             tmp = path.with_suffix(".tmp")
             save_file(state, str(tmp))
             tmp.replace(path)
@@ -71,11 +89,6 @@ def pretrained_synthetic_weights(name: str, cache_dir: str | None = None, verbos
 
 def pretrain(name: str, n_images: int = SOURCE_IMAGES, epochs: int = SOURCE_EPOCHS, seed: int = 0) -> dict:
     """Train backbone ``name`` on the source task; return its state dict without the head."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    from gist_ray.backbones import SYNTH_MEAN_STD, TINY
-    from gist_ray.data.synthetic import SOURCE_HEADS, render_task
-
     spec = TINY[name]
     torch.manual_seed(seed)
     model = VisionTransformer(num_classes=sum(SOURCE_HEADS), **spec.kwargs())

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from gist_ray.backbones import backbone_params
+from gist_ray.errors import ConfigError
+from gist_ray.scaling import plots
 from gist_ray.scaling.records import (
     Record,
     Stat,
@@ -289,7 +292,7 @@ def records_from_mlflow(tracking_uri: str, experiment_name: str, metric: str = "
 
 
 def write_report(records: Iterable[Record], out_dir: str | Path, formats: Sequence[str] = ("md", "csv", "tex"),
-                 metric: str | None = None, plots: bool = False) -> list[Path]:
+                 metric: str | None = None, with_plots: bool = False) -> list[Path]:
     """Write ``vtab.<fmt>`` and ``scaling.<fmt>`` (and, with ``plots``, the figures); returns the paths."""
     recs = as_records(records)
     out = Path(out_dir)
@@ -301,8 +304,37 @@ def write_report(records: Iterable[Record], out_dir: str | Path, formats: Sequen
             text = table.render(fmt)
             path.write_text(f"## {table.title}\n\n{text}" if fmt == "md" else text, encoding="utf-8")
             paths.append(path)
-    if plots:
-        from gist_ray.scaling.plots import plot_all
+    if with_plots:
+        paths += plots.plot_all(recs, out, metric=metric)
+    return paths
 
-        paths += plot_all(recs, out, metric=metric)
+
+def report(experiment: str, tracking_uri: str = "sqlite:///mlflow.db", out_dir: str | Path = "report",
+           metric: str = "test/acc") -> list[Path]:
+    """Table-2-shaped VTAB table and the scaling table (md/csv/tex) and plots from an MLflow experiment.
+
+    Uses the FINISHED runs tagged with method/dataset that logged ``metric`` (no fallback: with ``test/acc``,
+    the tuning trials of ``protocol: vtab`` sweeps, which never test, are left out and their refits kept).
+    Backbone sizes are exact parameter counts for known backbones. Prints the Markdown tables; returns the paths.
+    """
+    try:
+        recs = records_from_mlflow(tracking_uri, experiment, metric=metric, fallback=None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not recs:
+        raise ConfigError(f"experiment {experiment!r} at {tracking_uri}: no FINISHED run with tags method and "
+                          f"dataset that logged {metric}")
+    for r in recs:
+        try:
+            r["backbone_params"] = float(backbone_params(r["backbone"]))
+        except Exception:  # noqa: BLE001 - unknown or unbuildable name: keep the estimate from the run
+            pass
+    paths = write_report(recs, out_dir, metric="acc")
+    try:
+        paths += plots.plot_all(recs, out_dir, metric="acc")
+    except ValueError as exc:
+        print(f"(plots skipped: {exc})")
+    print(f"## {vtab_table(recs, 'acc').title}\n\n{vtab_table(recs, 'acc').to_markdown()}")
+    print(f"## {scaling_table(recs, 'acc').title}\n\n{scaling_table(recs, 'acc').to_markdown()}")
+    print(f"{len(recs)} runs of {experiment} ({metric}); files in {Path(out_dir).resolve()}")
     return paths

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 
 DEFAULT_BACKEND = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACTS = "./mlartifacts"

@@ -99,7 +99,7 @@ def make_imagefolder_tree(root: str | Path, splits: dict[str, int] | None = None
 
 @pytest.fixture
 def data_cache(tmp_path, monkeypatch) -> Path:
-    """A fresh ``GIST_RAY_CACHE`` directory for one test."""
+    """A fresh ``GIST_RAY_CACHE`` root for one test; returns its data-cache directory."""
     d = tmp_path / "cache"
     monkeypatch.setenv("GIST_RAY_CACHE", str(d))
-    return d
+    return d / "data"

@@ -167,7 +167,7 @@ def _build_in_child(cache: str, log: str, out: str) -> None:
 def test_two_processes_build_once(tmp_path, data_cache):
     ctx = multiprocessing.get_context("fork")  # no second torch import: the test stays fast
     log = tmp_path / "builds.log"
-    procs = [ctx.Process(target=_build_in_child, args=(str(data_cache), str(log), str(tmp_path / f"out{i}")))
+    procs = [ctx.Process(target=_build_in_child, args=(str(data_cache.parent), str(log), str(tmp_path / f"out{i}")))
              for i in range(2)]
     for p in procs:
         p.start()

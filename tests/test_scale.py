@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from gist_ray.config import ConfigError, build_config, to_dict
-from gist_ray.scaling import study as st
+from gist_ray.backbones import backbone_params
+from gist_ray.config import ConfigError, to_dict
+from gist_ray.report import report
+from gist_ray.study.analysis import cell_records, write_study_outputs
+from gist_ray.study.load import load_study
+from gist_ray.study.resume import cell_signature, finished_cells, next_sweep_name
+from gist_ray.study.run import run_study, sweep_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,18 +49,18 @@ def study_file(tmp_path: Path, name: str = "toy", grid: dict | None = None, **to
 
 
 def test_shipped_study_files_load_and_validate() -> None:
-    toy = st.load_study(ROOT / "search_spaces" / "scaling_toy.yaml")
+    toy = load_study(ROOT / "search_spaces" / "scaling_toy.yaml")
     assert toy.name == "scaling_toy" and toy.metric == "test/acc" and len(toy.cells()) == 3 * 2 * 2 * 2
     assert {c.backbone for c in toy.cells()} == {"vit_synth_xs", "vit_synth_s", "vit_synth_m"}
-    vit = st.load_study(ROOT / "search_spaces" / "scaling_vit.yaml")
+    vit = load_study(ROOT / "search_spaces" / "scaling_vit.yaml")
     assert len(vit.cells()) == 3 * 3 * 2 * 19 * 3
     assert {c.dataset.source for c in vit.cells()} == {"vtab"}
     # lora's rank travels with its cells only; the base method's knobs with gist_adapter's only
     lora = next(c for c in vit.cells() if c.method.name == "lora")
-    cfg = build_config(st._apply_overrides(vit.base, dict(lora.overrides)))
+    cfg = vit.cell_config(lora)
     assert cfg.method.options == {"rank": 8}
     ga = next(c for c in vit.cells() if c.method.name == "gist_adapter")
-    assert build_config(st._apply_overrides(vit.base, dict(ga.overrides))).method.options == {"bottleneck": 4, "scale": 0.1}
+    assert vit.cell_config(ga).method.options == {"bottleneck": 4, "scale": 0.1}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -86,17 +91,17 @@ def test_bad_study_files_name_the_key(tmp_path, change, message) -> None:
     doc.update(change)
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match=message):
-        st.load_study(p)
+        load_study(p)
 
 
 def test_overrides_change_the_study_or_the_base(tmp_path) -> None:
-    s = st.load_study(study_file(tmp_path), ["grid.seeds=[3, 4]", "train.epochs=2", "base.data.n_train=48",
+    s = load_study(study_file(tmp_path), ["grid.seeds=[3, 4]", "train.epochs=2", "base.data.n_train=48",
                                             "metric=val/acc"])
     assert s.seeds == [3, 4] and s.metric == "val/acc"
-    cfg = build_config(s.base)
+    cfg = s.base
     assert cfg.train.epochs == 2 and cfg.data.n_train == 48
     with pytest.raises(ConfigError, match="train.lr"):
-        st.load_study(study_file(tmp_path), ["train.lr=-1"])
+        load_study(study_file(tmp_path), ["train.lr=-1"])
 
 
 # ----------------------------------------------------------------------------- cells
@@ -106,7 +111,7 @@ def test_cell_enumeration_order_knobs_and_labels(tmp_path) -> None:
     grid = {"backbones": ["vit_synth_xs", "vit_synth_s"],
             "methods": ["linear", {"name": "lora", "rank": 2}, {"name": "lora", "rank": 4}],
             "gist": [True, False], "datasets": ["shapes", "count"], "seeds": [0, 1], "n_train": [32, 64]}
-    s = st.load_study(study_file(tmp_path, grid=grid))
+    s = load_study(study_file(tmp_path, grid=grid))
     cells = s.cells()
     assert len(cells) == 2 * 3 * 2 * 2 * 2 * 2 and [c.index for c in cells] == list(range(len(cells)))
     # seed-major: every seed-0 cell first; GIST varies fastest
@@ -118,11 +123,11 @@ def test_cell_enumeration_order_knobs_and_labels(tmp_path) -> None:
     assert all([k for k, _ in c.overrides] == keys for c in cells)  # complete points for the sweep layer
     lin = dict(cells[0].overrides)
     assert lin["method.name"] == "linear" and lin["method.rank"] == 0  # placeholder, dropped for linear
-    assert build_config(st._apply_overrides(s.base, lin)).method.options == {}
+    assert s.variants.get(lin).method.options == {}
     labels = s.method_labels()
     assert sorted(labels.values()) == ["linear", "lora(rank=2)", "lora(rank=4)"]
     # distinct cells have distinct run configs
-    sigs = {tuple(sorted(st.cell_signature(s.base, c).items())) for c in cells}
+    sigs = {tuple(sorted(cell_signature(s, c).items())) for c in cells}
     assert len(sigs) == len(cells)
 
 
@@ -130,7 +135,7 @@ def _log_cell_run(client, exp_id, study, cell, sweep, status="FINISHED", acc=0.5
     """A trial run as the sweep layer logs it: tags, the flattened config as params, metrics."""
     from gist_ray import tracking
 
-    cfg = to_dict(build_config(st._apply_overrides(base or study.base, dict(cell.overrides))))
+    cfg = to_dict((base or study.base).with_overrides(dict(cell.overrides), foreign_knobs="drop"))
     tags = {tracking.SWEEP_TAG: sweep, tracking.KIND_TAG: "trial", tracking.TRIAL_TAG: f"t{cell.index}",
             **tracking.run_tags(cfg)}
     run_id = client.create_run(exp_id, tags=tags).info.run_id
@@ -143,17 +148,15 @@ def _log_cell_run(client, exp_id, study, cell, sweep, status="FINISHED", acc=0.5
 
 def test_finished_cells_are_skipped_from_a_real_mlflow_store(tmp_path) -> None:
     from gist_ray import tracking
-    from gist_ray.sweep.driver import absolute_paths
 
-    s = st.load_study(study_file(tmp_path, grid={"backbones": ["vit_synth_xs", "vit_synth_s"],
+    s = load_study(study_file(tmp_path, grid={"backbones": ["vit_synth_xs", "vit_synth_s"],
                                                   "methods": ["linear", "bitfit"], "gist": [True, False],
                                                   "datasets": ["shapes"], "seeds": [0, 1]}))
-    s.base = absolute_paths(s.base)
     cells = s.cells()
     assert len(cells) == 16
     c = tracking.client(s.tracking_uri)
     exp = tracking.experiment_id(c, s.experiment)
-    assert st.finished_cells(s) == {} and st.next_sweep_name(s) == "toy-1"
+    assert finished_cells(s) == {} and next_sweep_name(s) == "toy-1"
     c.create_run(exp, tags={tracking.SWEEP_TAG: "toy-1", tracking.KIND_TAG: "sweep"})
     done_ids = {}
     for cell in cells[:5]:
@@ -163,16 +166,16 @@ def test_finished_cells_are_skipped_from_a_real_mlflow_store(tmp_path) -> None:
     _log_cell_run(c, exp, s, cells[7], "toy-1", metric="val/acc")  # finished without the study metric
     _log_cell_run(c, exp, s, cells[8], "toyx-1")  # another study whose name shares the prefix
     _log_cell_run(c, exp, s, cells[9], "toy_extra-1")
-    stale = st._apply_overrides(s.base, {"train.epochs": 5})
+    stale = s.base.with_overrides({"train.epochs": 5})
     _log_cell_run(c, exp, s, cells[10], "toy-1", base=stale)  # same tags, other base config (epochs)
     # a rerun of cell 0 in a later sweep: the newest FINISHED run wins
     newer = _log_cell_run(c, exp, s, cells[0], "toy-2", acc=0.9)
 
-    done = st.finished_cells(s)
+    done = finished_cells(s)
     assert set(done) == {0, 1, 2, 3, 4}
     assert done[0].info.run_id == newer and done[3].info.run_id == done_ids[3]
     todo = [cell for cell in cells if cell.index not in done]
-    spec = st.sweep_spec(s, todo, st.next_sweep_name(s))
+    spec = sweep_spec(s, todo, next_sweep_name(s))
     assert spec.name == "toy-3"  # toy-2 is taken by the rerun's child run
     assert spec.search.sampler == "random" and spec.search.scheduler == "none"
     assert spec.search.num_samples == len(todo) == 11
@@ -180,11 +183,11 @@ def test_finished_cells_are_skipped_from_a_real_mlflow_store(tmp_path) -> None:
     assert set(spec.space) == set(s.space_keys()) and spec.search.metric == "val/acc"
     for k, d in spec.space.items():
         assert d.kind == "choice" and all(p[k] in d.args for p in spec.search.initial_points)
-    (Path(build_config(s.base).output_dir) / "sweeps" / "toy-7").mkdir(parents=True)
-    assert st.next_sweep_name(s) == "toy-8"
-    recs = st.cell_records(s, done)
+    (Path(s.base.output_dir) / "sweeps" / "toy-7").mkdir(parents=True)
+    assert next_sweep_name(s) == "toy-8"
+    recs = cell_records(s, done)
     assert len(recs) == 5 and {r["acc"] for r in recs if r["cell"] == 0} == {0.9}
-    assert [r["backbone_params"] for r in recs] == [st.backbone_params(cell.backbone) for cell in cells[:5]]
+    assert [r["backbone_params"] for r in recs] == [backbone_params(cell.backbone) for cell in cells[:5]]
     assert [r["backbone"] for r in recs] == ["vit_synth_xs"] * 4 + ["vit_synth_s"]
 
 
@@ -193,10 +196,10 @@ def test_backbone_params_are_exact_and_head_free() -> None:
 
     m = create_backbone("vit_synth_s", 10, weights="none")
     head = sum(p.numel() for p in m.head.parameters())
-    assert st.backbone_params("vit_synth_s") == sum(p.numel() for p in m.parameters()) - head
-    sizes = [st.backbone_params(n) for n in ("vit_synth_xs", "vit_synth_s", "vit_synth_m")]
+    assert backbone_params("vit_synth_s") == sum(p.numel() for p in m.parameters()) - head
+    sizes = [backbone_params(n) for n in ("vit_synth_xs", "vit_synth_s", "vit_synth_m")]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
-    assert 85e6 < st.backbone_params("vit_b") < 87e6  # meta device: no weights allocated or downloaded
+    assert 85e6 < backbone_params("vit_b") < 87e6  # meta device: no weights allocated or downloaded
 
 
 # ----------------------------------------------------------------------------- analysis and report
@@ -218,7 +221,7 @@ def _synthetic_records(b: float = 0.5, gain: float = 0.03, seeds: int = 4) -> li
 
 def test_analysis_recovers_exponent_and_gain_and_writes_everything(tmp_path) -> None:
     recs = _synthetic_records()
-    analysis, paths, summary = st.write_study_outputs(recs, tmp_path / "out", n_boot=100)
+    analysis, paths, summary = write_study_outputs(recs, tmp_path / "out", n_boot=100)
     fit = next(f for f in analysis["fits"] if f["gist"] == "off")
     assert fit["b"] == pytest.approx(0.5, abs=0.1) and fit["b_lo"] <= fit["b"] <= fit["b_hi"]
     assert [g["gain"] for g in analysis["gains"]] == pytest.approx([0.03] * 4, abs=0.003)
@@ -254,14 +257,14 @@ def test_report_from_an_experiment(tmp_path, capsys) -> None:
                                   "seed": "0"}).info.run_id
     tracking.log_metrics(c, run, {"val/acc": 0.01}, 1)
     c.set_terminated(run, "FINISHED")
-    paths = st.report("vtab", uri, tmp_path / "rep", "test/acc")
+    paths = report("vtab", uri, tmp_path / "rep", "test/acc")
     out = capsys.readouterr().out
     assert "| lora* |" in out and "DTD" in out and "EuroSAT" in out and "+10.0" in out
     assert {"vtab.md", "vtab.csv", "vtab.tex", "scaling.md", "gist_gain.png"} <= {p.name for p in paths}
     with pytest.raises(ConfigError, match="no FINISHED run"):
-        st.report("vtab", uri, tmp_path / "rep", "test/top5")
+        report("vtab", uri, tmp_path / "rep", "test/top5")
     with pytest.raises(ConfigError, match="no MLflow experiment"):
-        st.report("missing", uri, tmp_path / "rep")
+        report("missing", uri, tmp_path / "rep")
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -273,14 +276,14 @@ def test_study_runs_then_a_rerun_runs_nothing(ray_local, tmp_path, monkeypatch) 
 
     monkeypatch.chdir(tmp_path)
     p = study_file(tmp_path)
-    first = st.run_study(p, verbose=False)
+    first = run_study(p, verbose=False)
     assert (first.cells, first.skipped, first.ran, first.done, first.sweep) == (4, 0, 4, 4, "toy-1")
     assert first.complete and not first.errors
     assert {r["gist"] for r in first.records} == {True, False} and len(first.records) == 4
     assert len(first.analysis["gains"]) == 2 and first.analysis["fits"][0].get("b") is None  # 2 sizes: no fit
     assert (tmp_path / "out" / "gist_gain.png").is_file() and (tmp_path / "out" / "scaling.md").is_file()
 
-    second = st.run_study(p, verbose=False)
+    second = run_study(p, verbose=False)
     assert (second.skipped, second.ran, second.done, second.sweep) == (4, 0, 4, None)
     from gist_ray.cli import main
 

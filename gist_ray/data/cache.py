@@ -1,6 +1,6 @@
 """Decode once: a uint8 image cache per (dataset, split, resolution), memory-mapped from local disk.
 
-The directory is ``$GIST_RAY_CACHE`` or ``~/.cache/gist-ray/data`` (``GIST_RAY_CACHE=off`` disables caching).
+The directory is ``<cache root>/data`` (:mod:`gist_ray.cache`; ``GIST_RAY_CACHE=off`` disables caching).
 One entry is three files named ``<kind>-<dataset>-<split>-<size>-<key>``:
 
 - ``.images.npy``: N x 3 x S x S uint8, a plain ``.npy`` (memory-mapped on load);
@@ -30,17 +30,9 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-CACHE_ENV = "GIST_RAY_CACHE"
-OFF = ("off", "none", "0", "false", "no")
+from gist_ray.cache import data_cache_dir
+
 FORMAT = 1
-
-
-def cache_dir() -> Path | None:
-    """The cache directory, or None when caching is turned off."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env.lower() in OFF:
-        return None
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gist-ray" / "data"
 
 
 def cache_key(parts: Mapping[str, Any]) -> str:
@@ -129,7 +121,7 @@ def cached_split(parts: Mapping[str, Any], labels: np.ndarray, size: int,
     A hit opens no image file; the returned images are a memory map of the cache file.
     """
     labels = np.ascontiguousarray(labels, dtype=np.int64)
-    directory = cache_dir()
+    directory = data_cache_dir()
     if directory is None:
         out = np.empty((len(labels), 3, size, size), dtype=np.uint8)
         fill(out)

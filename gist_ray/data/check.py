@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 from gist_ray.data import fgvc, imagefolder, vtab
 from gist_ray.data.decode import decode_error, default_workers, verify_image
 from gist_ray.data.listfile import Entry, ImageList

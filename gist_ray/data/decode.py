@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 
 # Bump when decoding changes (resampling, colour conversion): it is part of every cache key.
 DECODE_VERSION = 1

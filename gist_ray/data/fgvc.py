@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 from gist_ray.data.base import DATASETS, VALIDATORS, Split
 from gist_ray.data.listfile import ImageList, build_split, image_size, read_list, require_root
 

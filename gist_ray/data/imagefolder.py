@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 from gist_ray.data.base import DATASETS, VALIDATORS, Split
 from gist_ray.data.listfile import Entry, build_split, files_digest, image_size, raise_first, require_root
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 from gist_ray.data.base import Split
 from gist_ray.data.cache import cached_split
 from gist_ray.data.decode import DECODE_VERSION, DEFAULT_SIZE, decode_into

@@ -7,13 +7,17 @@ imported on first use, so adding a method is adding one file (plus its row in th
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 
 from gist_ray.blocks import family
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import METHODS, MethodSpec, register_method
+from gist_ray.typed_config import from_dict
 
-__all__ = ["METHODS", "MethodSpec", "register_method", "apply_method", "method_families", "require_family"]
+__all__ = ["METHODS", "MethodSpec", "register_method", "apply_method", "method_families", "method_knobs",
+           "require_family"]
 
 
 def _discover() -> None:
@@ -27,8 +31,6 @@ _discover()
 
 def apply_method(vit, name: str, options: dict | None = None):
     """Apply method ``name`` with its knobs ``options`` to ``vit``; returns the typed method config."""
-    from gist_ray.config import from_dict
-
     spec = METHODS.get(name)
     cfg = from_dict(spec.config_cls, options or {}, "method")
     require_family(name, cfg, family(vit), type(vit).__name__)  # a combination's parts too
@@ -47,11 +49,16 @@ def method_families(name: str, cfg) -> tuple[str, ...]:
 
 def require_family(name: str, cfg, fam: str, backbone: str, where: str = "method") -> None:
     """A ConfigError naming the method (or, in a combination, the part) not defined on backbone family ``fam``."""
-    from gist_ray.config import ConfigError
-
     spec = METHODS.get(name)
     if fam not in spec.families:
         raise ConfigError(f"{where}.name: {name} is defined on {'/'.join(spec.families)} backbones, not on {fam} "
                           f"({backbone}); see docs/methods.md")
     for i, (part_name, part_cfg) in enumerate(getattr(cfg, "parts", lambda: [])()):
         require_family(part_name, part_cfg, fam, backbone, f"{where}.methods[{i}]")
+
+
+def method_knobs(name: str) -> set[str] | None:
+    """The knob names of method ``name`` (None for an unknown method: the config check names it)."""
+    if name not in METHODS:
+        return None
+    return {f.name for f in dataclasses.fields(METHODS.get(name).config_cls)}

@@ -19,6 +19,7 @@ from gist_ray.blocks import (
     unwrap,
     wrap_blocks,
 )
+from gist_ray.errors import ConfigError
 from gist_ray.registry import Registry
 
 # re-exported for the method files
@@ -88,8 +89,6 @@ SITES: dict[str, tuple[str, str]] = {
 
 def check_sites(sites: list[str], where: str, field: str = "targets") -> None:
     """Raise a ConfigError naming ``where.field`` unless ``sites`` is a non-empty list of :data:`SITES` names."""
-    from gist_ray.config import ConfigError
-
     bad = [s for s in sites if s not in SITES]
     if not sites or bad:
         raise ConfigError(f"{where}.{field}: expected a non-empty list of {list(SITES)}, got {sites!r}")

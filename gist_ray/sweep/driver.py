@@ -73,16 +73,9 @@ def backbones_in(spec: SweepSpec) -> list[str]:
 
 def prepare_weights(spec: SweepSpec) -> None:
     """Build cached synthetic-pretrained backbones once in the driver, not in every trial."""
-    from gist_ray.backbones import TINY, resolve_name
-    from gist_ray.pretrain import pretrained_synthetic_weights
+    from gist_ray.pretrain import ensure_pretrained
 
-    cfg = build_config(spec.base)
-    if cfg.model.weights != "auto":
-        return
-    for name in backbones_in(spec):
-        name = resolve_name(name)
-        if name in TINY and TINY[name].pretrain:
-            pretrained_synthetic_weights(name)
+    ensure_pretrained(backbones_in(spec), build_config(spec.base).model.weights)
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True) -> SweepResult:
