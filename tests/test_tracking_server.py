@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from conftest import TINY_OVERRIDES
-from gist_ray.config import ConfigError
 from gist_ray import tracking_server as ts
+from gist_ray.cli import main
+from gist_ray.errors import ConfigError
+from mlflow_server import free_port, start_server
 
 
 # ----------------------------------------------------------------------------- refusals (no server starts)
@@ -29,27 +31,19 @@ def no_process(monkeypatch):
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "10.0.3.7", "head.internal"])
 def test_public_bind_without_auth_is_refused_before_anything_starts(no_process, tmp_path, host):
+    opts = ts.ServerOptions(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "art"), host=host, port=free_port())
     with pytest.raises(ConfigError, match="not a loopback address"):
-        ts.start_server(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "art"), host=host, port=free_port())
+        ts.prepare(opts)
     with pytest.raises(ConfigError, match="not a loopback address"):
-        ts.serve(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "art"), host=host, port=free_port())
+        ts.serve(opts)
     assert not (tmp_path / "art").exists() and not (tmp_path / "m.db").exists()
 
 
 def test_cli_refuses_public_bind_with_exit_code_2(no_process, capsys):
     assert ts.main(["--host", "0.0.0.0"]) == 2
     assert "not a loopback address" in capsys.readouterr().err
-
-
-def test_add_cli_registers_a_subcommand_that_refuses_too(no_process):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="gist-ray")
-    ts.add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["mlflow-server", "--host", "::", "--port", "5001"])
-    assert (args.host, args.port, args.auth, args.allow_insecure_public) == ("::", 5001, False, False)
-    with pytest.raises(ConfigError, match="not a loopback address"):
-        args.func(args)
+    assert main(["mlflow-server", "--host", "::", "--port", "5001"]) == 2  # gist-ray mlflow-server
+    assert "not a loopback address" in capsys.readouterr().err
 
 
 def test_auth_without_the_auth_extra_is_refused(no_process, tmp_path):
@@ -58,46 +52,37 @@ def test_auth_without_the_auth_extra_is_refused(no_process, tmp_path):
     if importlib.util.find_spec("flask_wtf") is not None:
         pytest.skip("mlflow[auth] is installed here")
     with pytest.raises(ConfigError, match=r"mlflow\[auth\]"):
-        ts.start_server(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "a"), host="0.0.0.0", port=free_port(), auth=True)
+        ts.prepare(ts.ServerOptions(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "a"), host="0.0.0.0",
+                                    port=free_port(), auth=True))
 
 
 def test_loopback_and_explicit_opt_outs_build_the_expected_command():
+    def cmd_of(**kw):
+        return ts.server_command(ts.ServerOptions(**kw))
+
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
-        assert ts.server_command(host=host)[ts.server_command(host=host).index("--host") + 1] == host
-    cmd = ts.server_command("postgresql://mlflow@db.internal:5432/mlflow", "s3://bucket/mlflow", host="0.0.0.0",
-                            auth=True)
+        cmd = cmd_of(host=host)
+        assert cmd[cmd.index("--host") + 1] == host
+    cmd = cmd_of(backend_store_uri="postgresql://mlflow@db.internal:5432/mlflow", artifact_root="s3://bucket/mlflow",
+                 host="0.0.0.0", auth=True)
     assert cmd[cmd.index("--app-name") + 1] == "basic-auth" and "postgresql://mlflow@db.internal:5432/mlflow" in cmd
     assert cmd[cmd.index("--workers") + 1] == "4" and cmd[cmd.index("--artifacts-destination") + 1] == "s3://bucket/mlflow"
-    insecure = ts.server_command(host="0.0.0.0", allow_insecure_public=True, allowed_hosts="10.0.*")
+    insecure = cmd_of(host="0.0.0.0", allow_insecure_public=True, allowed_hosts="10.0.*")
     assert "--app-name" not in insecure and insecure[insecure.index("--allowed-hosts") + 1] == "10.0.*"
-    assert ts.server_command()[ts.server_command().index("--workers") + 1] == "1"  # SQLite: one writer process
+    assert cmd_of()[cmd_of().index("--workers") + 1] == "1"  # SQLite: one writer process
     for bad in ("mysql://u@h/db", "file:///tmp/mlruns", "sqlite://relative.db", "mlruns"):
         with pytest.raises(ConfigError, match="backend_store_uri"):
-            ts.server_command(bad)
+            cmd_of(backend_store_uri=bad)
 
 
-def test_insecure_public_start_warns_loudly(tmp_path, monkeypatch, capsys):
-    class FakeProc:
-        pid, returncode = 999_999_999, None
-
-        def poll(self):
-            return None
-
-    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: FakeProc())
-    monkeypatch.setattr(ts, "healthy", lambda url, timeout=2.0: True)
-    with pytest.warns(UserWarning, match="without authentication"):
-        srv = ts.start_server(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "a"), host="0.0.0.0", port=free_port(),
-                              allow_insecure_public=True)
-    assert "WITHOUT AUTHENTICATION" in capsys.readouterr().err and srv.url.startswith("http://127.0.0.1:")
+def test_insecure_public_bind_warns_loudly(no_process, tmp_path, capsys):
+    cmd, _ = ts.prepare(ts.ServerOptions(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "a"), host="0.0.0.0",
+                                         port=free_port(), allow_insecure_public=True))
+    assert "WITHOUT AUTHENTICATION" in capsys.readouterr().err and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    assert ts.url_for("0.0.0.0", 5000) == "http://127.0.0.1:5000" and ts.url_for("::", 1) == "http://[::1]:1"
 
 
 # ----------------------------------------------------------------------------- a real server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(url, path, body=None):
@@ -126,8 +111,8 @@ def search_runs(url, exp_id):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("mlflow-server")
-    srv = ts.start_server(f"sqlite:///{d}/mlflow.db", str(d / "artifacts"), port=free_port(),
-                          log_file=d / "server.log", env={"PYTEST_CURRENT_TEST": ""})
+    srv = start_server(ts.ServerOptions(f"sqlite:///{d}/mlflow.db", str(d / "artifacts"), port=free_port()),
+                       log_file=d / "server.log")
     srv.dir = d
     yield srv
     assert srv.running(), srv.log_tail()  # it survived everything the tests threw at it

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-from gist_ray.config import ConfigError, build_config, from_dict, load_yaml, set_path
+import optuna
+
+from gist_ray.config import build_config, override_raw
+from gist_ray.errors import ConfigError
+from gist_ray.methods import method_knobs
+from gist_ray.typed_config import from_dict, load_yaml, parse_override, set_path
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "logint", "quniform", "fixed")
 
@@ -153,31 +157,10 @@ def parse_dist(value: Any, where: str) -> Dist:
     return Dist(kind, nums)
 
 
-def method_knobs(method: str) -> set[str]:
-    import dataclasses
-
-    from gist_ray.methods import METHODS
-
-    if method not in METHODS:
-        return set()  # the config validation names the unknown method
-    return {f.name for f in dataclasses.fields(METHODS.get(method).config_cls)}
-
-
-def trial_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Drop ``method.<knob>`` values that the trial's chosen method does not have (flat conditional spaces)."""
-    method = overrides.get("method.name")
-    if method is None:
-        return dict(overrides)
-    knobs = method_knobs(str(method))
-    return {k: v for k, v in overrides.items()
-            if not (k.startswith("method.") and k != "method.name" and k.split(".", 2)[1] not in knobs)}
-
-
 def apply_overrides(base: dict, overrides: dict[str, Any]) -> dict:
-    raw = copy.deepcopy(base)
-    for key, value in trial_overrides(overrides).items():
-        set_path(raw, key.split("."), value)
-    return raw
+    """The raw run config of a trial: ``base`` with the sampled ``{a.b: value}`` set; ``method.<knob>`` values that
+    the trial's method does not have are dropped (flat conditional spaces hold the knobs of several methods)."""
+    return override_raw(base, overrides, foreign_knobs="drop")
 
 
 def _validate(spec: SweepSpec) -> None:
@@ -188,7 +171,7 @@ def _validate(spec: SweepSpec) -> None:
         where = f"{src}: space.{key}"
         if key.startswith("method.") and key != "method.name":
             knob = key.split(".", 2)[1]
-            owners = [m for m in known_methods if knob in method_knobs(m)]
+            owners = [m for m in known_methods if knob in (method_knobs(m) or set())]
             if not owners:
                 raise ConfigError(f"{where}: no method in this sweep ({', '.join(known_methods)}) has a knob {knob!r}")
             probe_base = apply_overrides(spec.base, {"method.name": owners[0]})
@@ -217,8 +200,6 @@ def _validate(spec: SweepSpec) -> None:
 
 
 def _validate_define_by_run(spec: SweepSpec, probes: int = 16) -> None:
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(probes):
@@ -246,8 +227,6 @@ def _load_python(path: Path) -> tuple[dict, Callable]:
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Load and validate a sweep file; ``overrides`` (``a.b=v``) apply to the base run config."""
-    from gist_ray.config import parse_override
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: sweep file not found")
@@ -308,7 +287,3 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     _validate(spec)
     return spec
 
-
-def grid_size(spec: SweepSpec) -> int:
-    sizes = [len(d.probe_values()) for d in spec.space.values()]
-    return len(list(itertools.product(*[range(s) for s in sizes]))) if sizes else 1

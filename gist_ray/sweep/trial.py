@@ -8,10 +8,19 @@ checkpoint.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
 from gist_ray.config import Config, build_config
+from gist_ray.data import load_splits
+from gist_ray.model import build_from_config, trainable_counts
 from gist_ray.sweep.space import apply_overrides
+from gist_ray.train.launch import make_trainer
+from gist_ray.train.loop import GistRun
+from gist_ray.train.ray_worker import TuneReporter
 
 
 def uses_inline(cfg: Config) -> bool:
@@ -45,31 +54,17 @@ def check_budget(counts: dict[str, int], budget: int | None) -> None:
 
 def run_trial(config: dict[str, Any], base: dict, budget: int | None = None) -> None:
     """Tune entry point; ``config`` is the sampled ``{a.b: value}`` overrides."""
-    import logging
-
-    from ray import tune
-
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = build_config(apply_overrides(base, config))
     if uses_inline(cfg):
-        from gist_ray.train.loop import GistRun
-        from gist_ray.train.ray_worker import TuneReporter
-
         run = GistRun(cfg, TuneReporter())
         check_budget(run.counts, budget)
         run.fit()
         return
     if budget is not None:
-        from gist_ray.data import load_splits
-        from gist_ray.model import build_from_config, trainable_counts
-
         classes = load_splits(cfg.data, [cfg.data.train_split])[cfg.data.train_split].num_classes
         check_budget(trainable_counts(build_from_config(cfg, classes)), budget)
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from gist_ray.train.launch import make_trainer
-
     trial_id = tune.get_context().get_trial_id()
     trainer = make_trainer(cfg, callbacks=[TuneReportCallback()], name=f"{cfg.name}-{trial_id}")
     trainer.fit()

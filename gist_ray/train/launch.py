@@ -6,13 +6,16 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import ray
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
+
 from gist_ray.config import Config, to_dict
+from gist_ray.train.ray_worker import train_loop_per_worker
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join ``address`` (``auto``, ``ray://...``) or start a local Ray instance; no-op if already up."""
-    import ray
-
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -27,8 +30,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def cluster_has_gpu() -> bool:
-    import ray
-
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
@@ -40,11 +41,6 @@ def storage_path(cfg: Config) -> str:
 
 def make_trainer(cfg: Config, callbacks: Sequence[Any] = (), name: str | None = None):
     """A TorchTrainer running :func:`train_loop_per_worker` with ``cfg``; same name + storage = resume."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from gist_ray.train.ray_worker import train_loop_per_worker
-
     r = cfg.resources
     use_gpu = cluster_has_gpu() if r.use_gpu is None else r.use_gpu
     per_worker = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if use_gpu else {})}

@@ -45,10 +45,8 @@ class Reporter(Protocol):
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
 
-    def latest_checkpoint(self) -> contextlib.AbstractContextManager[str | None]: ...
-
-    # optional: every retained checkpoint, newest first (resume falls back to an older one when the newest is
-    # unreadable); each directory is materialised lazily, while the context is open
+    # every retained checkpoint, newest first (resume falls back to an older one when the newest is unreadable);
+    # each directory is materialised lazily, while the context is open
     def checkpoints(self) -> contextlib.AbstractContextManager[Iterator[str]]: ...
 
     def prepare_model(self, model: nn.Module) -> nn.Module: ...
@@ -75,11 +73,6 @@ class LocalReporter:
             shutil.copytree(checkpoint_dir, tmp)
             shutil.rmtree(target, ignore_errors=True)
             tmp.replace(target)  # atomic: a checkpoint directory is complete or absent
-
-    @contextlib.contextmanager
-    def latest_checkpoint(self) -> Iterator[str | None]:
-        ckpts = sorted(self.dir.glob("checkpoint_*"))
-        yield str(ckpts[-1]) if ckpts else None
 
     @contextlib.contextmanager
     def checkpoints(self) -> Iterator[Iterator[str]]:
@@ -134,11 +127,11 @@ def write_checksums(directory: str | os.PathLike) -> None:
 
 
 def verify_checksums(directory: str | os.PathLike) -> None:
-    """Compare the files with ``checksums.json`` (checkpoints written before it existed have none: skipped)."""
+    """Compare the files with ``checksums.json``, written last: a checkpoint without it is incomplete."""
     d = Path(directory)
     manifest = d / CHECKSUMS_FILE
     if not manifest.is_file():
-        return
+        raise CheckpointError(f"{manifest}: missing (the checkpoint was not completely written)")
     try:
         sums = json.loads(manifest.read_text())
     except (OSError, ValueError) as exc:
@@ -177,13 +170,6 @@ def read_checkpoint(directory: str | os.PathLike, map_location: Any = "cpu") -> 
     if missing:
         raise CheckpointError(f"{d / STATE_FILE}: not a gist-ray training state (missing {sorted(missing)})")
     return weights, state
-
-
-@contextlib.contextmanager
-def _only_latest(reporter: Reporter) -> Iterator[Iterator[str]]:
-    """For reporters without ``checkpoints()``: the latest checkpoint as the only candidate."""
-    with reporter.latest_checkpoint() as d:
-        yield iter([d] if d else [])
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -325,9 +311,8 @@ class GistRun:
 
     def resume(self) -> None:
         """Restore the newest usable checkpoint; an unusable one is skipped, with a warning, for the one before."""
-        many = getattr(self.rep, "checkpoints", None)
         skipped: list[str] = []
-        with (many() if many is not None else _only_latest(self.rep)) as candidates:
+        with self.rep.checkpoints() as candidates:
             for d in candidates:
                 try:
                     self.restore(d)
@@ -351,13 +336,18 @@ class GistRun:
 
     # -- one epoch
     def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this worker's shard; returns ``train/<part>`` means for every part the loss reports,
+        plus accuracy and (with GIST) the cls/gist argmax agreement. One host sync, at the end."""
         cfg, g = self.cfg, self.cfg.gist
         self.model.train()
         gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
         order = torch.randperm(len(self.labels), generator=gen)[self.rep.rank :: self.rep.world_size]
         order = order.to(self.device)
-        keys = ("loss", "ce_cls", "ce_gist", "interaction", "kl_cls_gist", "kl_gist_cls", "acc", "agreement", "n")
-        sums = torch.zeros(len(keys), device=self.device)
+        sums: dict[str, torch.Tensor] = {}
+
+        def add(key: str, value: torch.Tensor) -> None:
+            sums[key] = sums[key] + value if key in sums else value.detach().double().clone()
+
         bs = cfg.train.batch_size
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
@@ -376,26 +366,19 @@ class GistRun:
             self.sched.step()
             n = len(y)
             with torch.no_grad():
-                sums[0] += loss.detach() * n
-                for k, key in enumerate(keys[1:6], start=1):
-                    if key in parts:
-                        sums[k] += parts[key] * n
+                add("loss", loss.detach() * n)
+                for key, value in parts.items():
+                    add(key, value * n)
                 pred = cls_logits.argmax(-1)
-                sums[6] += (pred == y).sum()
+                add("acc", (pred == y).sum())
                 if gist_logits is not None:
-                    sums[7] += (pred == gist_logits.argmax(-1)).sum()
-                sums[8] += n
-        _allreduce(sums)
-        vals = sums.tolist()
-        n = max(1.0, vals[-1])
-        out = {f"train/{k}": v / n for k, v in zip(keys[:-1], vals[:-1])}
-        if self.cfg.gist.enabled is False:
-            for k in ("ce_gist", "interaction", "kl_cls_gist", "kl_gist_cls", "agreement"):
-                out.pop(f"train/{k}")
-        elif g.interaction not in ("bkl", "fkl"):
-            out.pop("train/kl_cls_gist")
-        if g.interaction not in ("bkl", "rkl"):
-            out.pop("train/kl_gist_cls", None)
+                    add("agreement", (pred == gist_logits.argmax(-1)).sum())
+                add("n", torch.tensor(n, device=self.device))
+        keys = sorted(sums)  # the same on every worker: the parts depend on the config only
+        totals = _allreduce(torch.stack([sums[k] for k in keys])).tolist()
+        values = dict(zip(keys, totals))
+        n = max(1.0, values.pop("n"))
+        out = {f"train/{k}": v / n for k, v in values.items()}
         if not math.isfinite(out["train/loss"]):
             raise FloatingPointError(f"training loss became {out['train/loss']} at epoch {epoch + 1}")
         return out

@@ -11,7 +11,12 @@ import logging
 import os
 from typing import Any, Iterable, Iterator
 
+import pyarrow.fs as pafs
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from ray import tune
 from torch import nn
 
 from gist_ray.config import build_config
@@ -22,8 +27,6 @@ log = logging.getLogger(__name__)
 
 def where_am_i() -> dict[str, Any]:
     """Which node and process report (fault-tolerance tests, debugging placement); not logged to MLflow."""
-    import ray
-
     return {"worker.node_id": ray.get_runtime_context().get_node_id(), "worker.pid": os.getpid()}
 
 
@@ -48,21 +51,15 @@ class RayTrainReporter:
     """Reports through ``ray.train``; checkpoints go to the run's storage; DDP across workers."""
 
     def __init__(self) -> None:
-        import ray.train
-
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        import ray.train
-
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report({**metrics, **where_am_i()}, checkpoint=ckpt)
 
     def checkpoints(self) -> contextlib.AbstractContextManager[Iterator[str]]:
         """The latest checkpoint, then the older ones Ray Train still keeps (``CheckpointConfig.num_to_keep``)."""
-        import ray.train
-
         latest = ray.train.get_checkpoint()
         if latest is None:
             return as_directories([])
@@ -77,13 +74,9 @@ class RayTrainReporter:
         return as_directories([latest, *(c for *_, c in older)])
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        import ray.train.torch
-
         return ray.train.torch.prepare_model(model)
 
     def device(self) -> torch.device:
-        import ray.train.torch
-
         return ray.train.torch.get_device()
 
 
@@ -93,15 +86,11 @@ class TuneReporter:
     rank, world_size = 0, 1
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        from ray import tune
-
         ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report({**metrics, **where_am_i()}, checkpoint=ckpt)
 
     def checkpoints(self) -> contextlib.AbstractContextManager[Iterator[str]]:
         """The latest checkpoint, then the older ``checkpoint_*`` directories beside it in the trial's storage."""
-        from ray import tune
-
         latest = tune.get_checkpoint()
         if latest is None:
             return as_directories([])
@@ -116,8 +105,6 @@ class TuneReporter:
 
 def older_siblings(ckpt: Any) -> list[Any]:
     """Checkpoints next to ``ckpt`` (local or remote storage) whose names sort before it, newest first."""
-    import pyarrow.fs as pafs
-
     path = ckpt.path.rstrip("/")
     parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
     try:

@@ -1,0 +1,27 @@
+"""``gist-ray sweep SPACE [a.b=value ...] [--name N] [--resume [N]]``: a Ray Tune + Optuna sweep in MLflow."""
+
+from __future__ import annotations
+
+import argparse
+
+from gist_ray.sweep.driver import format_table, run_sweep
+from gist_ray.sweep.space import load_sweep
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_sweep(args.space, args.overrides)
+    if args.resume and args.resume is not True and args.resume != spec.name:
+        spec.name = args.resume
+    if args.name:
+        spec.name = args.name
+    result = run_sweep(spec, resume=bool(args.resume))
+    print()
+    print(format_table(result), end="")
+    best = result.best()
+    if best is None:
+        print("no trial finished successfully")
+        return 1
+    print(f"\nbest trial {best.trial_id}: {result.metric}={best.metrics[result.metric]:.4f}  config={best.config}")
+    print(f"sweep {result.name}: {len(result.rows)} trials in {result.wall_s:.0f} s; state in {result.path}")
+    print("browse: mlflow ui --backend-store-uri " + spec.base.get("tracking", {}).get("uri", "sqlite:///mlflow.db"))
+    return 0

@@ -1,0 +1,70 @@
+"""A real ``mlflow server`` on loopback in the background, for the tests (started through gist-ray's checks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from gist_ray.tracking_server import ServerOptions, prepare, url_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class BackgroundServer:
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
+        return "\n".join(text.splitlines()[-n:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout)
+
+
+def start_server(opts: ServerOptions, log_file: Path, wait_s: float = 120.0) -> BackgroundServer:
+    """Start the server in its own process group; return once ``/health`` answers (or raise with its log)."""
+    cmd, env = prepare(opts)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **env, "PYTEST_CURRENT_TEST": ""})
+    server = BackgroundServer(proc, url_for(opts.host, opts.port), Path(log_file))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not server.running():
+            raise RuntimeError(f"mlflow server exited with code {proc.returncode}:\n{server.log_tail()}")
+        if healthy(server.url):
+            return server
+        time.sleep(0.5)
+    server.stop()
+    raise TimeoutError(f"mlflow server did not answer {server.url}/health within {wait_s:.0f} s:\n{server.log_tail()}")
