@@ -16,9 +16,17 @@ SCALING = {"scaling_toy.yaml", "scaling_vit.yaml"}  # study files, validated by 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.name not in SCALING], ids=lambda p: p.name)
 def test_every_shipped_sweep_file_loads_and_names_its_command(path):
     spec = load_sweep(path)
-    assert spec.name
+    declared = (yaml.safe_load(path.read_text()) if path.suffix == ".yaml" else _python_sweep(path)).get("name")
+    assert spec.name == (declared or path.stem) and spec.source == str(path)
+    assert spec.space or spec.define_by_run is not None, "a sweep file must search something"
     head = path.read_text().lstrip()
     assert head.startswith(("#", '"""')) and "gist-ray sweep search_spaces/" + path.name in head.splitlines()[0]
+
+
+def _python_sweep(path: Path) -> dict:
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace["SWEEP"]
 
 
 def write(tmp_path, doc: dict) -> Path:
