@@ -141,7 +141,7 @@ def run_reference(args, device, blobs_train, y_train, blobs_test, y_test, size) 
     from gist_ray.config import GistConfig
     from gist_ray.losses import gist_objective
     from gist_ray.model import build_model
-    from gist_ray.train.loop import lr_lambda, param_groups
+    from gist_ray.train.optim import param_groups, step_cosine
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -156,7 +156,7 @@ def run_reference(args, device, blobs_train, y_train, blobs_test, y_test, size) 
     test_dl = DataLoader(JpegDataset(blobs_test, y_test, size, mean, std), batch_size=2 * args.batch, **common)
     opt = torch.optim.AdamW(param_groups(model, 1e-4), lr=1e-3)
     steps = len(train_dl)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(int(round(0.1 * args.epochs * steps)),
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, step_cosine(int(round(0.1 * args.epochs * steps)),
                                                              steps * args.epochs))
     scaler = torch.amp.GradScaler(enabled=amp == torch.float16)
     acc = None

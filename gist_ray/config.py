@@ -124,13 +124,20 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation: AdamW, linear warmup then cosine decay, checkpoints every N epochs."""
+    """Optimisation: AdamW and a warmup + cosine schedule (:mod:`gist_ray.train.optim`), checkpoints every N epochs."""
 
     epochs: int = setting(10, ge=1)
-    batch_size: int = setting(64, ge=1)
+    batch_size: int = setting(64, ge=1, doc="per worker")
     lr: float = setting(1e-3, gt=0.0)
     weight_decay: float = setting(1e-4, ge=0.0)
     warmup_epochs: float = setting(1.0, ge=0.0)
+    # step_cosine: per-step warmup, cosine to 0; epoch_cosine: the official GIST recipe (timm's cosine, per epoch,
+    # from warmup_lr, down to min_lr, the last cooldown_epochs at min_lr)
+    schedule: Literal["step_cosine", "epoch_cosine"] = "step_cosine"
+    warmup_lr: float = setting(1e-7, ge=0.0, doc="epoch_cosine: the lr of the first warmup epoch")
+    min_lr: float = setting(1e-8, ge=0.0, doc="epoch_cosine: the floor of the cosine")
+    cooldown_epochs: int = setting(0, ge=0, doc="epoch_cosine: last epochs held at min_lr")
+    drop_last: bool = False  # drop each epoch's last partial batch (the official recipe does)
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_every: int = setting(1, ge=1)
@@ -138,6 +145,14 @@ class TrainConfig:
     grad_clip: float = setting(0.0, ge=0.0)
     # torch.compile the model (inductor): one-off compile time, then faster GPU steps; off by default
     compile: bool = False
+
+    def check(self, where: str) -> None:
+        require(self.cooldown_epochs < self.epochs, where, "cooldown_epochs",
+                f"must be < epochs ({self.epochs}), got {self.cooldown_epochs}")
+        if self.schedule == "epoch_cosine":
+            require(float(self.warmup_epochs).is_integer() and self.warmup_epochs <= self.epochs - self.cooldown_epochs,
+                    where, "warmup_epochs", "epoch_cosine warms up over whole epochs within epochs - cooldown_epochs, "
+                    f"got {self.warmup_epochs}")
 
 
 @dataclass

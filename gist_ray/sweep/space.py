@@ -96,12 +96,20 @@ class Dist:
         return [self.args[0], self.args[1]]
 
 
-PROTOCOLS = ("none", "vtab")
+# how a sweep turns trials into reported numbers; every run records its protocol
+PROTOCOLS = {
+    "none": "the base config's splits as given",
+    # honest VTAB-1k: tune on train800 / select on val200, refit the best on train800val200, test once
+    "vtab": "select on val200, refit on train800val200, test once",
+    # what the official GIST code reports: train on train800val200, evaluate test every epoch, best epoch
+    "paper": "test evaluated every epoch, best epoch reported (comparable with published tables, not a clean test)",
+}
+PAPER_METRIC = "test/best_acc"
 
 
 @dataclass
 class SweepSpec:
-    """A validated sweep. ``protocol: vtab`` tunes on train/val, then refits the best on train+val, tests once."""
+    """A validated sweep; ``protocol`` is one of :data:`PROTOCOLS`."""
 
     name: str
     base: dict
@@ -252,6 +260,8 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         keys, value = parse_override(text)
         set_path(base, keys, value)
     per_task = raw.get("per_task") or {}
+    if isinstance(per_task, str):  # a file of recipes shared by several sweep files
+        per_task = load_yaml(path.parent / per_task)
     if not isinstance(per_task, dict):
         raise ConfigError(f"{path}: per_task: must map a data.task to {{config path: value}} overrides")
     task = base.get("data", {}).get("task", "shapes")
@@ -265,10 +275,16 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     protocol = str(raw.get("protocol") or "none")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"{path}: protocol: unknown {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    data = base.setdefault("data", {})
     if protocol == "vtab":
-        data = base.setdefault("data", {})
         data.update({"train_split": "train", "eval_split": "val", "test_split": None})  # test never reaches the tuner
+    elif protocol == "paper":
+        data.update({"train_split": "trainval", "eval_split": "test", "test_split": None})
+        base.setdefault("train", {})["eval_every"] = 1
     search = from_dict(SearchConfig, raw.get("search") or {}, "search")
+    if protocol == "paper" and search.metric != PAPER_METRIC:
+        raise ConfigError(f"{path}: search.metric: protocol paper reports {PAPER_METRIC} (the best epoch's test "
+                          f"accuracy, as the official code does); got {search.metric}")
     space_raw = raw.get("space") or {}
     if define_by_run is not None and space_raw:
         raise ConfigError(f"{path}: a Python sweep file defines its space in space(trial), not in SWEEP['space']")
@@ -276,10 +292,10 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise ConfigError(f"{path}: space: must be a mapping of config paths to distributions")
     space = {str(k): parse_dist(v, f"{path}: space.{k}") for k, v in space_raw.items()}
     spec = SweepSpec(str(raw.get("name") or path.stem), base, search, space, define_by_run, str(path), protocol)
-    if protocol == "vtab":
-        bad = [k for k in space if k.startswith("data.") and k.endswith("_split")]
+    if protocol in ("vtab", "paper"):
+        bad = [k for k in space if k.startswith("data.") and k.endswith("_split") or k == "train.eval_every"]
         if bad:
-            raise ConfigError(f"{path}: space.{bad[0]}: protocol vtab fixes the splits; do not search them")
+            raise ConfigError(f"{path}: space.{bad[0]}: protocol {protocol} fixes the splits; do not search them")
     if search.sampler == "grid":
         bad = [k for k, d in space.items() if d.kind not in ("choice", "fixed")]
         if bad:

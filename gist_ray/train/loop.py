@@ -10,8 +10,6 @@ host syncs).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
@@ -31,10 +29,16 @@ from gist_ray.config import Config
 from gist_ray.data import Split, load_splits
 from gist_ray.losses import gist_objective
 from gist_ray.model import apply_trainable, build_from_config, save_trainable, trainable_counts, unwrap
-
-STATE_FILE = "train_state.pt"
-WEIGHTS_FILE = "trainable.safetensors"
-CHECKSUMS_FILE = "checksums.json"  # sha256 + size of the two files above, written last
+from gist_ray.train.checkpoint import (
+    CHECKSUMS_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    atomic_torch_save,
+    read_checkpoint,
+    write_checksums,
+)
+from gist_ray.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -85,93 +89,6 @@ class LocalReporter:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# ----------------------------------------------------------------------------- checkpoint files
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: missing, truncated or corrupt files, or a pickle that was refused."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    """``write(file)`` into a temporary file next to ``path``, fsync, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # readers see the old file or the complete new one, never a partial one
-    finally:
-        if tmp.exists():  # only after a failed write
-            tmp.unlink()
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def write_checksums(directory: str | os.PathLike) -> None:
-    """Record size and sha256 of the weights and state files (written last: a complete checkpoint has it)."""
-    d = Path(directory)
-    sums = {n: {"bytes": (d / n).stat().st_size, "sha256": _sha256(d / n)} for n in (WEIGHTS_FILE, STATE_FILE)}
-    _atomic_write(d / CHECKSUMS_FILE, lambda f: f.write(json.dumps(sums, indent=1).encode()))
-
-
-def verify_checksums(directory: str | os.PathLike) -> None:
-    """Compare the files with ``checksums.json``, written last: a checkpoint without it is incomplete."""
-    d = Path(directory)
-    manifest = d / CHECKSUMS_FILE
-    if not manifest.is_file():
-        raise CheckpointError(f"{manifest}: missing (the checkpoint was not completely written)")
-    try:
-        sums = json.loads(manifest.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{manifest}: unreadable ({exc})") from None
-    for name in (WEIGHTS_FILE, STATE_FILE):
-        want, f = sums.get(name) or {}, d / name
-        if not f.is_file():
-            raise CheckpointError(f"{f}: missing")
-        size = f.stat().st_size
-        if "bytes" in want and size != want["bytes"]:
-            raise CheckpointError(f"{f}: {size} bytes, the checkpoint recorded {want['bytes']} (truncated?)")
-        if "sha256" in want and _sha256(f) != want["sha256"]:
-            raise CheckpointError(f"{f}: sha256 differs from the one recorded at save time (corrupt)")
-
-
-def read_checkpoint(directory: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
-    """A checkpoint's trained weights and training state, fully read and checked before anything is applied.
-
-    Weights come from safetensors (plain tensors, no code); the state from ``torch.load(weights_only=True)``,
-    which refuses any pickle that would import or call anything but tensors and plain containers. Every
-    problem is raised as :class:`CheckpointError`.
-    """
-    from safetensors.torch import load_file
-
-    d = Path(directory)
-    verify_checksums(d)
-    try:
-        weights = load_file(str(d / WEIGHTS_FILE))
-    except Exception as exc:
-        raise CheckpointError(f"{d / WEIGHTS_FILE}: unreadable ({type(exc).__name__}: {str(exc)[:300]})") from exc
-    try:
-        state = torch.load(d / STATE_FILE, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{d / STATE_FILE}: refused or unreadable ({type(exc).__name__}: {str(exc)[:300]})") from exc
-    missing = {"epoch", "optimizer", "scheduler", "scaler"} - (set(state) if isinstance(state, dict) else set())
-    if missing:
-        raise CheckpointError(f"{d / STATE_FILE}: not a gist-ray training state (missing {sorted(missing)})")
-    return weights, state
-
-
 # ----------------------------------------------------------------------------- pieces
 
 
@@ -203,29 +120,6 @@ def take_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     if t.device.type == "cpu":
         return torch.from_numpy(t.numpy()[idx.numpy()])
     return t[idx]
-
-
-def lr_lambda(warmup_steps: int, total_steps: int):
-    """Linear warmup to the base lr, then cosine decay to zero."""
-
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on trainable matrices; none on biases, norms, the Gist token and prompts."""
-    decay, no_decay = [], []
-    for name, p in unwrap(model).named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or name.startswith("gist.") or name.endswith("prompts")
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _allreduce(t: torch.Tensor) -> torch.Tensor:
@@ -279,17 +173,18 @@ class GistRun:
         self.prep = BatchPrep(self.model, self.device)
         self.amp = autocast_dtype(cfg.train.precision, self.device)
         t = cfg.train
-        self.opt = torch.optim.AdamW(param_groups(self.model, t.weight_decay), lr=t.lr)
         per_worker = math.ceil(len(self.train_split) / reporter.world_size)
-        self.steps_per_epoch = max(1, math.ceil(per_worker / t.batch_size))
-        total = self.steps_per_epoch * t.epochs
-        warmup = int(round(t.warmup_epochs * self.steps_per_epoch))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(warmup, total))
+        self.steps_per_epoch = max(1, per_worker // t.batch_size if t.drop_last else math.ceil(per_worker / t.batch_size))
+        self.opt, self.sched = make_optimizer(unwrap(self.model), t, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
         self.images = self.train_split.images.to(self.device)
         self.labels = self.train_split.labels.to(self.device)
         self.start_epoch = 0
         self.last_metrics: dict[str, Any] = {}
+        # the eval split's metrics are named by its role: "test" when it is the test split (the paper-comparable
+        # protocol evaluates test every epoch and reports the best epoch), else "val"
+        self.eval_role = "test" if d.eval_split == "test" else "val"
+        self.best_eval = -math.inf
 
     # -- checkpoints
     def save(self, directory: str, epoch: int, metrics: dict[str, Any] | None = None) -> None:
@@ -308,6 +203,7 @@ class GistRun:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
         self.last_metrics = dict(state.get("metrics") or {})
+        self.best_eval = float(self.last_metrics.get(f"{self.eval_role}/best_acc", -math.inf))
 
     def resume(self) -> None:
         """Restore the newest usable checkpoint; an unusable one is skipped, with a warning, for the one before."""
@@ -349,7 +245,8 @@ class GistRun:
             sums[key] = sums[key] + value if key in sums else value.detach().double().clone()
 
         bs = cfg.train.batch_size
-        for i in range(0, len(order), bs):
+        stop = len(order) - len(order) % bs if cfg.train.drop_last and len(order) >= bs else len(order)
+        for i in range(0, stop, bs):
             idx = order[i : i + bs]
             x, y = self.prep(take_rows(self.images, idx)), self.labels[idx]
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
@@ -395,7 +292,9 @@ class GistRun:
             if self.eval_split is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
                 ev = evaluate(self.model, self.eval_split, self.prep, 2 * cfg.train.batch_size, self.device, self.amp,
                               self.rep.rank, self.rep.world_size)
-                metrics.update({"val/acc": ev["acc"], "val/loss": ev["loss"]})
+                self.best_eval = max(self.best_eval, ev["acc"])
+                role = self.eval_role
+                metrics.update({f"{role}/acc": ev["acc"], f"{role}/loss": ev["loss"], f"{role}/best_acc": self.best_eval})
             metrics["epoch_time_s"] = time.perf_counter() - t0
             metrics.update(self.token_stats())
             if last:
