@@ -44,15 +44,22 @@ def test_rerun_with_the_same_name_resumes_at_the_right_epoch(ray_local, tmp_path
     assert result.metrics["epoch"] == 4 and "test/acc" in result.metrics
 
 
-def test_cli_train_logs_one_mlflow_run_and_resumes_it(ray_local, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("backend", ["auto", "train"])
+def test_cli_train_logs_one_mlflow_run_and_resumes_it(ray_local, tmp_path, monkeypatch, capsys, backend):
+    """``auto`` trains one local worker in this process; ``train`` goes through Ray Train. Same records."""
     import mlflow
 
     from gist_ray.cli import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["train", *TINY_OVERRIDES, "name=cli-run", "resources.use_gpu=false"]
+    args = ["train", *TINY_OVERRIDES, "name=cli-run", "resources.use_gpu=false", f"resources.backend={backend}"]
     assert main(args) == 0
-    assert "result:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "result:" in out
+    if backend == "auto":  # one line per epoch, checkpoints under <output_dir>/<name>
+        assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("epoch ")] == ["1/2", "2/2"]
+        assert sorted(p.name for p in (tmp_path / "runs" / "cli-run").glob("checkpoint_*")) == \
+            ["checkpoint_000001", "checkpoint_000002"]
     assert main(args + ["train.epochs=3"]) == 0
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["gist-ray"])

@@ -1,4 +1,8 @@
-"""``gist-ray train CONFIG [a.b=value ...]``: one run on Ray Train, logged to MLflow; rerun the same name to resume."""
+"""``gist-ray train CONFIG [a.b=value ...]``: one run, logged to MLflow; rerun the same name to resume.
+
+One local worker trains in this process (:mod:`gist_ray.train.inprocess`); several workers, a cluster address or
+``resources.backend=train`` go through Ray Train (DDP, worker restarts, shared storage).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from gist_ray import tracking
 from gist_ray.config import load_config, to_dict
 from gist_ray.data import preflight
 from gist_ray.pretrain import ensure_pretrained
+from gist_ray.timing import phase
+from gist_ray.train.inprocess import runs_in_process, train_in_process
 from gist_ray.train.launch import init_ray, make_trainer
 from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 
@@ -19,19 +25,27 @@ def run(args: argparse.Namespace) -> int:
         config, overrides = None, [config, *overrides]  # no config file: only overrides
     cfg = load_config(config, overrides)
     d = cfg.data
-    preflight(d, [d.train_split, d.eval_split, d.test_split])
-    ensure_pretrained([cfg.model.backbone], cfg.model.weights)
-    init_ray(cfg.resources.address)
-    run_id = open_train_run(cfg.tracking.uri, cfg.tracking.experiment, cfg.name, to_dict(cfg))
-    trainer = make_trainer(cfg, callbacks=[MlflowTrainCallback(cfg.tracking.uri, run_id)])
+    with phase("driver/preflight"):
+        preflight(d, [d.train_split, d.eval_split, d.test_split])
+    with phase("driver/pretrain"):
+        ensure_pretrained([cfg.model.backbone], cfg.model.weights)
+    with phase("driver/mlflow_open"):
+        run_id = open_train_run(cfg.tracking.uri, cfg.tracking.experiment, cfg.name, to_dict(cfg))
     status = "FAILED"
     try:
-        result = trainer.fit()
+        if runs_in_process(cfg):
+            metrics, where = train_in_process(cfg, run_id)
+        else:
+            with phase("driver/ray_init"):
+                init_ray(cfg.resources.address)
+            result = make_trainer(cfg, callbacks=[MlflowTrainCallback(cfg.tracking.uri, run_id)]).fit()
+            metrics, where = result.metrics or {}, result.path
         status = "FINISHED"
     finally:
-        tracking.client(cfg.tracking.uri).set_terminated(run_id, status)
-    m = result.metrics or {}
+        with phase("driver/mlflow_close"):
+            tracking.client(cfg.tracking.uri).set_terminated(run_id, status)
     keys = ["epoch", "train/loss", "val/acc", "test/acc", "params/total"]
-    print("result: " + "  ".join(f"{k}={m[k]:.4g}" if isinstance(m.get(k), float) else f"{k}={m.get(k)}" for k in keys))
-    print(f"checkpoints: {result.path}   mlflow run: {run_id} ({cfg.tracking.uri})")
+    print("result: " + "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics.get(k), float) else
+                                 f"{k}={metrics.get(k)}" for k in keys))
+    print(f"checkpoints: {where}   mlflow run: {run_id} ({cfg.tracking.uri})")
     return 0

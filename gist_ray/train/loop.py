@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 import torch.distributed as dist
@@ -59,17 +59,25 @@ class Reporter(Protocol):
 
 
 class LocalReporter:
-    """Runs in this process: checkpoints under ``directory/checkpoint_NNNNNN``, metrics kept in a list."""
+    """Runs in this process: checkpoints under ``directory/checkpoint_NNNNNN`` (the newest ``keep``; None: all),
+    metrics kept in a list and handed to each ``on_report`` listener (e.g. MLflow logging, a console line)
+    before the checkpoint is written, so a kill between the two never loses an epoch's record."""
 
     rank, world_size = 0, 1
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, device: torch.device | None = None,
+                 on_report: Sequence[Callable[[dict[str, Any]], None]] = (), keep: int | None = None) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history: list[dict[str, Any]] = []
+        self._device = device
+        self.on_report = list(on_report)
+        self.keep = keep
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         self.history.append(dict(metrics))
+        for listener in self.on_report:
+            listener(metrics)
         if checkpoint_dir:
             target = self.dir / f"checkpoint_{int(metrics['epoch']):06d}"
             tmp = self.dir / f".tmp_{target.name}"
@@ -77,6 +85,9 @@ class LocalReporter:
             shutil.copytree(checkpoint_dir, tmp)
             shutil.rmtree(target, ignore_errors=True)
             tmp.replace(target)  # atomic: a checkpoint directory is complete or absent
+            if self.keep:
+                for old in sorted(self.dir.glob("checkpoint_*"))[: -self.keep]:
+                    shutil.rmtree(old, ignore_errors=True)
 
     @contextlib.contextmanager
     def checkpoints(self) -> Iterator[Iterator[str]]:
@@ -86,7 +97,7 @@ class LocalReporter:
         return model
 
     def device(self) -> torch.device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return self._device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ----------------------------------------------------------------------------- pieces
