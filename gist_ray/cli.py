@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from gist_ray.errors import ConfigError
+from gist_ray.timing import mark, phase
 from gist_ray.tracking_server import add_arguments as add_server_arguments
 
 
@@ -70,13 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    mark("cli/start")
     _quiet_env()
     args = build_parser().parse_args(argv)
     try:
-        return int(importlib.import_module(args.command_module).run(args) or 0)
+        with phase("cli/imports"):
+            command = importlib.import_module(args.command_module)
+        with phase("cli/command"):
+            return int(command.run(args) or 0)
     except ConfigError as exc:
         print(f"gist-ray: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        mark("cli/end")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from gist_ray.config import Config, build_config
 from gist_ray.data import load_splits
 from gist_ray.model import build_from_config, trainable_counts
 from gist_ray.sweep.space import apply_overrides
+from gist_ray.timing import mark
 from gist_ray.train.launch import make_trainer
 from gist_ray.train.loop import GistRun
 from gist_ray.train.ray_worker import TuneReporter
@@ -54,6 +55,7 @@ def check_budget(counts: dict[str, int], budget: int | None) -> None:
 
 def run_trial(config: dict[str, Any], base: dict, budget: int | None = None) -> None:
     """Tune entry point; ``config`` is the sampled ``{a.b: value}`` overrides."""
+    mark("trial/start")
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = build_config(apply_overrides(base, config))

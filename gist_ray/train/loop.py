@@ -29,6 +29,7 @@ from gist_ray.config import Config
 from gist_ray.data import Split, load_splits
 from gist_ray.losses import gist_objective
 from gist_ray.model import apply_trainable, build_from_config, save_trainable, trainable_counts, unwrap
+from gist_ray.timing import phase, record
 from gist_ray.train.checkpoint import (
     CHECKSUMS_FILE,
     STATE_FILE,
@@ -173,12 +174,15 @@ class GistRun:
         self.device = reporter.device()
         torch.manual_seed(cfg.train.seed)
         d = cfg.data
-        splits = load_splits(d, [s for s in (d.train_split, d.eval_split) if s])
+        with phase("run/data"):
+            splits = load_splits(d, [s for s in (d.train_split, d.eval_split) if s])
         self.train_split, self.eval_split = splits[d.train_split], splits.get(d.eval_split or "")
         self.num_classes = self.train_split.num_classes
-        model = build_from_config(cfg, self.num_classes).to(self.device)
+        with phase("run/model"):
+            model = build_from_config(cfg, self.num_classes).to(self.device)
         self.counts = trainable_counts(model)
-        self.model = reporter.prepare_model(model)
+        with phase("run/prepare_model"):
+            self.model = reporter.prepare_model(model)
         if cfg.train.compile:  # after DDP wrapping, as PyTorch recommends; unwrap() sees through both
             self.model = torch.compile(self.model)
         self.prep = BatchPrep(self.model, self.device)
@@ -307,9 +311,11 @@ class GistRun:
                 role = self.eval_role
                 metrics.update({f"{role}/acc": ev["acc"], f"{role}/loss": ev["loss"], f"{role}/best_acc": self.best_eval})
             metrics["epoch_time_s"] = time.perf_counter() - t0
+            record("run/epoch", time.time() - metrics["epoch_time_s"], time.time())
             metrics.update(self.token_stats())
             if last:
-                metrics.update(self.test())
+                with phase("run/test"):
+                    metrics.update(self.test())
             metrics.update({f"params/{k}": v for k, v in self.counts.items()})
             self._report(metrics, checkpoint=(epoch + 1) % cfg.train.checkpoint_every == 0 or last)
         if not metrics:  # resumed after the last epoch: nothing left but the final numbers
@@ -337,12 +343,13 @@ class GistRun:
         return {"test/acc": ev["acc"], "test/loss": ev["loss"]}
 
     def _report(self, metrics: dict[str, Any], checkpoint: bool) -> None:
-        if checkpoint and self.rep.rank == 0:
-            with tempfile.TemporaryDirectory(prefix="gist-ckpt-") as tmp:
-                self.save(tmp, int(metrics["epoch"]), metrics)
-                self.rep.report(metrics, tmp)
-        else:
-            self.rep.report(metrics, None)
+        with phase("run/report"):
+            if checkpoint and self.rep.rank == 0:
+                with tempfile.TemporaryDirectory(prefix="gist-ckpt-") as tmp:
+                    self.save(tmp, int(metrics["epoch"]), metrics)
+                    self.rep.report(metrics, tmp)
+            else:
+                self.rep.report(metrics, None)
 
 
 def run_training(cfg: Config, reporter: Reporter) -> dict[str, Any]:

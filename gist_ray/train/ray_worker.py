@@ -20,6 +20,7 @@ from ray import tune
 from torch import nn
 
 from gist_ray.config import build_config
+from gist_ray.timing import mark
 from gist_ray.train.loop import run_training
 
 log = logging.getLogger(__name__)
@@ -119,4 +120,5 @@ def older_siblings(ckpt: Any) -> list[Any]:
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: ``config`` is the plain-dict form of a :class:`gist_ray.config.Config`."""
+    mark("worker/start")
     run_training(build_config(config), RayTrainReporter())

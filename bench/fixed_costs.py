@@ -1,0 +1,189 @@
+"""Fixed costs of runs and trials: what a user pays outside training epochs, measured side by side in one run.
+
+1. ``train``: a one-epoch ``gist-ray train configs/quickstart_run.yaml`` as a user runs it (a fresh process), with
+   the default backend (one local worker trains in-process) and with ``resources.backend=train`` (Ray Train);
+   plus the same with 3 epochs, so the cost of an extra epoch can be set beside what ``epoch_time_s`` says.
+2. ``floor``: the same configuration trained by the plain loop in a fresh process (``GistRun`` + ``LocalReporter``:
+   no Ray, no MLflow).
+3. ``sweep``: a quickstart-sized sweep (``gist-ray sweep search_spaces/quickstart.yaml``, a fresh process): the
+   share of wall time x concurrency spent inside training epochs, and the fixed overhead per trial.
+4. ``tune_floor``: the same number of trivial Ray Tune function trials with the same concurrency and epochs (each
+   "epoch" a report and nothing else): Ray Tune's own per-trial floor.
+
+Every command runs with ``GIST_RAY_TIMINGS`` set, so the script also prints where the fixed seconds go (process start
+and imports, preflight, pretraining, Ray start, Train controller and workers, data, model build and weights, epochs,
+the test pass, reporting and MLflow, shutdown). Absolute times are noisy on a shared machine: read the ratios, all
+measured in this one run, and the load printed with them.
+
+    python bench/fixed_costs.py                    # all four (about 4 minutes on 2 idle CPU cores)
+    python bench/fixed_costs.py --only train,floor --trials 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+FLOOR = r"""
+import sys, time
+t0 = time.time()
+from gist_ray.config import load_config
+from gist_ray.train.loop import GistRun, LocalReporter
+cfg = load_config(sys.argv[1], sys.argv[3:])
+GistRun(cfg, LocalReporter(sys.argv[2])).fit()
+"""
+
+TUNE_FLOOR = r"""
+import sys, time
+import ray
+from ray import tune
+n, conc, epochs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def trial(config):
+    for e in range(epochs):
+        tune.report({"epoch": e + 1, "score": float(e)})
+ray.init(address="local", num_cpus=conc, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+t0 = time.time()
+tune.Tuner(tune.with_resources(trial, {"CPU": 1}), param_space={"x": tune.grid_search(list(range(n)))},
+           tune_config=tune.TuneConfig(max_concurrent_trials=conc, reuse_actors=True),
+           run_config=tune.RunConfig(storage_path=sys.argv[4], name="floor", verbose=0)).fit()
+print(f"TUNE_FIT_S {time.time() - t0:.3f}")
+"""
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="train,floor,sweep,tune_floor", help="comma-separated parts to run")
+    ap.add_argument("--trials", type=int, default=10, help="sweep trials (the quickstart's 10)")
+    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every run")
+    return ap.parse_args(argv)
+
+
+def timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, str]:
+    """(start, wall seconds, combined output) of a fresh process."""
+    start = time.time()
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.time() - start
+    if out.returncode != 0:
+        raise SystemExit(f"command failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return start, wall, out.stdout + out.stderr
+
+
+def phases(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def breakdown(start: float, wall: float, recs: list[dict]) -> dict[str, float]:
+    """Seconds per phase name (summed over processes), plus process start + imports up to the first mark, and the
+    teardown after the last ``cli/end``."""
+    out: dict[str, float] = defaultdict(float)
+    for r in recs:
+        if r["end"] > r["start"]:
+            out[r["phase"]] += r["end"] - r["start"]
+    cli = [r for r in recs if r["phase"] == "cli/start"]
+    if cli:
+        out["python start + CLI imports"] = cli[0]["start"] - start
+    end = [r for r in recs if r["phase"] == "cli/end"]
+    if end:
+        out["exit (shutdown, teardown)"] = start + wall - end[-1]["start"]
+    return dict(out)
+
+
+def show(title: str, wall: float, parts: dict[str, float]) -> None:
+    print(f"\n{title}: {wall:.1f} s wall")
+    for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
+        if v >= 0.05:
+            print(f"  {k:34s} {v:7.2f} s")
+
+
+def epoch_times(recs: list[dict]) -> list[float]:
+    return [r["end"] - r["start"] for r in recs if r["phase"] == "run/epoch"]
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    only = set(args.only.split(","))
+    print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
+          f"python {sys.version.split()[0]}")
+    work = Path(tempfile.mkdtemp(prefix="gist-ray-fixed-"))
+    base_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    common = [f"output_dir={work}/runs", f"tracking.uri=sqlite:///{work}/mlflow.db", *args.set]
+    config = str(ROOT / "configs" / "quickstart_run.yaml")
+    res: dict[str, float] = {}
+
+    # warm the caches (pretrained backbone, decoded data) so no part pays for them
+    subprocess.run([PY, "-c", "from gist_ray.pretrain import ensure_pretrained; ensure_pretrained(['vit_synth_s'], 'auto')"],
+                   env=base_env, check=True)
+
+    if "train" in only:
+        for label, extra in (("in-process", []), ("ray-train", ["resources.backend=train"])):
+            for epochs in (1, 3):
+                tl = work / f"train-{label}-{epochs}.jsonl"
+                env = {**base_env, "GIST_RAY_TIMINGS": str(tl)}
+                start, wall, _ = timed([PY, "-m", "gist_ray.cli", "train", config, f"train.epochs={epochs}",
+                                        f"name=bench-{label}-{epochs}", *common, *extra], env, work)
+                recs = phases(tl)
+                res[f"train_{label}_{epochs}"] = wall
+                res[f"train_{label}_{epochs}_epoch_s"] = sum(epoch_times(recs))
+                if epochs == 1:
+                    show(f"gist-ray train, 1 epoch, {label}", wall, breakdown(start, wall, recs))
+    if "floor" in only:
+        tl = work / "floor.jsonl"
+        start, wall, _ = timed([PY, "-c", FLOOR, config, str(work / "floor"), "train.epochs=1", *common],
+                               {**base_env, "GIST_RAY_TIMINGS": str(tl)}, work)
+        res["floor"] = wall
+        show("floor: GistRun + LocalReporter in one fresh process, 1 epoch", wall, breakdown(start, wall, phases(tl)))
+    if "sweep" in only:
+        tl = work / "sweep.jsonl"
+        start, wall, _ = timed([PY, "-m", "gist_ray.cli", "sweep", str(ROOT / "search_spaces" / "quickstart.yaml"),
+                                "--name", "bench-sweep", *common, f"search.num_samples={args.trials}",
+                                f"search.max_concurrent_trials={args.concurrency}"],
+                               {**base_env, "GIST_RAY_TIMINGS": str(tl)}, work)
+        recs = phases(tl)
+        inside = sum(epoch_times(recs))
+        n = len([r for r in recs if r["phase"] == "trial/start"]) or args.trials
+        res.update(sweep_wall=wall, sweep_epochs_s=inside, sweep_trials=n)
+        show(f"gist-ray sweep, {n} trials, {args.concurrency} at a time", wall, breakdown(start, wall, recs))
+        print(f"  inside epochs: {inside:.1f} s of {wall:.1f} s x {args.concurrency} = "
+              f"{100 * inside / (wall * args.concurrency):.1f} %; fixed overhead per trial "
+              f"{(wall * args.concurrency - inside) / n:.2f} s")
+    if "tune_floor" in only:
+        start, wall, out = timed([PY, "-c", TUNE_FLOOR, str(args.trials), str(args.concurrency), "8",
+                                  str(work / "tune")], base_env, work)
+        fit = float(next(ln.split()[1] for ln in out.splitlines() if ln.startswith("TUNE_FIT_S")))
+        res.update(tune_floor_wall=wall, tune_floor_fit=fit)
+        print(f"\nRay Tune floor: {args.trials} trivial trials x 8 reports, {args.concurrency} at a time: {wall:.1f} s "
+              f"wall, Tuner.fit {fit:.1f} s; per trial {wall * args.concurrency / args.trials:.2f} s of wall x "
+              f"concurrency ({fit * args.concurrency / args.trials:.2f} s inside fit)")
+
+    print("\nratios (targets from issue 14)")
+    if "train_in-process_1" in res and "floor" in res:
+        print(f"  gist-ray train 1 epoch / floor: {res['train_in-process_1'] / res['floor']:.2f}x in-process, "
+              f"{res.get('train_ray-train_1', float('nan')) / res['floor']:.2f}x Ray Train   (target <= 1.5x)")
+    for label in ("in-process", "ray-train"):
+        if f"train_{label}_3" in res:
+            extra = (res[f"train_{label}_3"] - res[f"train_{label}_1"]) / 2
+            said = (res[f"train_{label}_3_epoch_s"] - res[f"train_{label}_1_epoch_s"]) / 2
+            print(f"  extra epoch, {label}: {extra:.2f} s wall vs {said:.2f} s of epoch_time_s   (target: equal)")
+    if "sweep_wall" in res:
+        eff = res["sweep_epochs_s"] / (res["sweep_wall"] * args.concurrency)
+        per = (res["sweep_wall"] * args.concurrency - res["sweep_epochs_s"]) / res["sweep_trials"]
+        print(f"  sweep: {100 * eff:.1f} % inside epochs (target >= 80 %); {per:.2f} s fixed per trial (target <= 1 s)")
+        if "tune_floor_wall" in res:
+            floor = res["tune_floor_wall"] * args.concurrency / args.trials
+            print(f"  sweep per-trial overhead / Ray Tune's per-trial floor: {per / floor:.2f}x (target <= 3x)")
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}; files in {work}")
+
+
+if __name__ == "__main__":
+    main()
