@@ -58,22 +58,28 @@ def test_mean_interval_coverage_and_minimum(n: int) -> None:
 SDS = np.array([0.01, 0.03, 0.1])  # three datasets whose seed noise differs tenfold
 
 
+def _welch(sample: np.ndarray):
+    """The stratified interval without the minimum (``min_df=1``), so that 2 seeds are measured too."""
+    return stratified_interval(sample, min_df=1)
+
+
 @pytest.mark.parametrize("n", [2, 3, 5, 10])
 def test_stratified_interval_coverage_unequal_datasets(n: int) -> None:
     """Seeds nested in 3 datasets of unequal noise; truth: the mean over datasets of their means."""
     rng = np.random.default_rng(300 + n)
     means = np.array([0.6, 0.8, 0.4])
     draws = means[None, :, None] + rng.normal(0.0, 1.0, (SIMS, 3, n)) * SDS[None, :, None]
-    cov = _coverage(stratified_interval, draws, truth=float(means.mean()))
+    cov = _coverage(_welch, draws, truth=float(means.mean()))
     print(f"stratified interval, 3 datasets x {n} seeds (sd 1:3:10): coverage {cov:.4f}")
     assert LOW <= cov <= HIGH
+    assert stratified_interval(draws[0]).ok == (n >= MIN_DF + 1)  # the tables: none from 2 seeds per dataset
 
 
 @pytest.mark.parametrize("n, high", [(2, 0.99), (3, 0.99), (5, HIGH), (10, HIGH)])
 def test_stratified_interval_coverage_equal_cells(n: int, high: float) -> None:
     """The toy study's paired-test design: 3 cells (sizes) of equal noise x n seeds."""
     draws = np.random.default_rng(400 + n).normal(0.0, 0.02, (SIMS, 3, n))
-    cov = _coverage(stratified_interval, draws)
+    cov = _coverage(_welch, draws)
     print(f"stratified interval, 3 equal cells x {n} seeds: coverage {cov:.4f}")
     assert LOW <= cov <= high
 
@@ -86,15 +92,16 @@ def test_one_stratum_is_the_t_interval_and_the_minimum_is_on_the_design() -> Non
     assert iv.hi - iv.lo == pytest.approx(2 * 3.182446 * x.std(ddof=1) / 2, rel=1e-5)
     assert t_interval([0.5, 0.7]).ok  # the raw interval exists at 2 ...
     assert not mean_interval([0.5, 0.7]).ok  # ... the tables' does not
-    one_seed = stratified_interval([[0.5, 0.6, 0.7], [0.4]])
-    assert not one_seed.ok and "need >= 2 each" in one_seed.reason
-    two_by_two = stratified_interval([[0.5, 0.6], [0.4, 0.45]])  # design df 2: enough
-    assert two_by_two.ok and 1.0 <= two_by_two.df <= 2.0 and two_by_two.strata == 2
-    assert two_by_two.estimate == pytest.approx(np.mean([0.55, 0.425]))
+    short = stratified_interval([[0.5, 0.6, 0.7], [0.4, 0.45]])  # every dataset needs 3 seeds
+    assert not short.ok and short.reason == "n too small: 2 seeds in some of 2 datasets (need 3 in each)"
+    assert short.estimate == pytest.approx(np.mean([0.6, 0.425]))
+    three = stratified_interval([[0.5, 0.6, 0.55], [0.4, 0.45, 0.43]])
+    assert three.ok and 2.0 <= three.df <= 4.0 and three.strata == 2 and three.method == "welch-stratified t"
     assert math.isnan(mean_interval([]).estimate) and not mean_interval([np.nan, 0.5, 0.6]).ok
-    scaled = two_by_two.scaled(100)
-    assert scaled.lo == pytest.approx(100 * two_by_two.lo) and scaled.df == two_by_two.df
-    assert scaled.text(".1f").startswith("[") and mean_interval([1, 2]).scaled(100).text() == "n too small: 2 seeds (need 3)"
+    scaled = three.scaled(100)
+    assert scaled.lo == pytest.approx(100 * three.lo) and scaled.df == three.df
+    assert scaled.text(".1f").startswith("[")
+    assert mean_interval([1, 2]).scaled(100).text() == "n too small: 2 seeds (need 3)"
 
 
 def test_stratified_t_test_matches_the_interval() -> None:
@@ -112,11 +119,13 @@ def test_stratified_t_test_matches_the_interval() -> None:
 
 
 def test_dataset_seed_interval_nests_seeds_in_datasets() -> None:
-    by_ds = {"a": {0: 0.70, 1: 0.72, 2: 0.71}, "b": {5: 0.50, 6: 0.56}}  # seed labels need not match
+    by_ds = {"a": {0: 0.70, 1: 0.72, 2: 0.71}, "b": {5: 0.50, 6: 0.56, 7: 0.53}}  # seed labels need not match
     iv = dataset_seed_interval(by_ds)
-    assert iv.ok and iv.strata == 2 and iv.n == 5
+    assert iv.ok and iv.strata == 2 and iv.n == 6
     assert iv.estimate == pytest.approx(np.mean([0.71, 0.53]))
-    assert not dataset_seed_interval(by_ds, ["b"]).ok  # one dataset, 2 seeds
+    del by_ds["b"][7]
+    assert not dataset_seed_interval(by_ds).ok and not dataset_seed_interval(by_ds, ["b"]).ok
+    assert dataset_seed_interval(by_ds, ["a"]).ok
 
 
 def _by_ds(values: dict[str, list[float]]) -> dict[str, dict[int, float]]:
@@ -150,5 +159,22 @@ def test_paired_test_states_units_and_refuses_hopeless_wilcoxon() -> None:
     assert six.wilcoxon_p == pytest.approx(0.03125)
     null = paired_test([rng.normal(0.0, 0.01, 4) for _ in range(8)])
     assert null.t_p > 0.05 and null.interval.contains(0.0)
-    toy = paired_test([[0.01, 0.03], [-0.02, 0.0], [0.04, 0.02]])  # 3 sizes x 2 seeds: design df 3
-    assert toy.interval.ok and toy.cells == 3 and toy.pairs == 6
+    toy = paired_test([[0.01, 0.03], [-0.02, 0.0], [0.04, 0.02]])  # the toy study: 3 sizes x 2 seeds
+    assert not toy.interval.ok and math.isnan(toy.t_p) and toy.interval.reason.startswith("n too small: 2 seeds")
+    assert (toy.cells, toy.pairs) == (3, 6) and toy.mean_gain == pytest.approx(0.08 / 6)
+
+
+def test_coverage_bench_runs(capsys) -> None:
+    """bench/interval_coverage.py (the figures docs/scaling.md quotes) runs with its smallest settings."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "interval_coverage.py"
+    spec = importlib.util.spec_from_file_location("bench_interval_coverage", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--quick", "--sims", "200", "--fit-sims", "10"])
+    by = {(r["interval"], r["design"], r["n"]): r for r in rows}
+    assert by[("t, tables' rule (>= 3 seeds)", "1 dataset", 2)]["given"] == 0.0
+    assert by[("percentile bootstrap (before)", "1 dataset", 2)]["coverage"] < 0.7  # min..max of 2 seeds
+    assert all(0.0 <= r["coverage"] <= 1.0 for r in rows) and "coverage" in capsys.readouterr().out

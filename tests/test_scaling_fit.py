@@ -136,10 +136,9 @@ def _by_gid(fig, gid: str) -> list:
     return [c for c in fig.axes[0].collections if c.get_gid() == gid]
 
 
-@pytest.mark.parametrize("datasets, seeds, bars", [(1, 2, 0), (1, 3, 1), (2, 2, 1)])
+@pytest.mark.parametrize("datasets, seeds, bars", [(1, 2, 0), (1, 3, 1), (2, 2, 0), (2, 3, 1)])
 def test_plots_show_every_seed_and_intervals_only_where_they_exist(datasets: int, seeds: int, bars: int) -> None:
-    """Dots: one per seed (its mean over datasets) per line and size; bars: none from one dataset x 2 seeds
-    (1 df), but from 3 seeds, or 2 datasets x 2 seeds (2 df, seeds nested in datasets)."""
+    """Dots: one per seed (its mean over datasets) per line and size; bars only from 3 seeds per dataset."""
     from gist_ray.scaling.plots import accuracy_vs_params_figure, gist_gain_figure
 
     recs = [r for r in _records() if r["seed"] < seeds and (datasets == 2 or r["dataset"] == "shapes")]

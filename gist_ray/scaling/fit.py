@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize
 
-from gist_ray.scaling.intervals import LEVEL, MIN_DF
+from gist_ray.scaling.intervals import LEVEL, MIN_DF, t_quantile
 
 # bounds on (A, b, c) where A = a * N_ref^-b is the reducible error at the geometric-mean size N_ref
 _LOWER = (1e-12, 1e-6, 0.0)
@@ -84,7 +84,7 @@ class PowerLawFit:
         var = float(self.cov[self.free.index(name), self.free.index(name)])
         if not math.isfinite(var) or var < 0:
             return math.nan, math.nan
-        half = float(stats.t.ppf(0.5 + level / 2, self.df)) * math.sqrt(var)
+        half = float(t_quantile(0.5 + level / 2, self.df)) * math.sqrt(var)
         value = getattr(self, name)
         return value - half, value + half
 

@@ -117,20 +117,6 @@ def common_seed_means(by_dataset: dict[str, dict[Any, float]], datasets: Sequenc
     return {s: float(np.mean([by_dataset[d][s] for d in names])) for s in common}
 
 
-def seed_means(by_dataset: dict[str, dict[Any, float]], datasets: Sequence[str], seeds: Sequence[Any]) -> np.ndarray:
-    """Per-seed mean over ``datasets`` for each of ``seeds`` (all must be present)."""
-    return np.array([np.mean([by_dataset[d][s] for d in datasets]) for s in seeds], dtype=float)
-
-
-def paired_seeds(a: dict[str, dict[Any, float]], b: dict[str, dict[Any, float]]) -> tuple[list[str], list[Any]]:
-    """Datasets both sides have, and the seeds present on both sides for all of those datasets."""
-    datasets = [d for d in a if d in b]
-    if not datasets:
-        return [], []
-    seeds = set.intersection(*(set(a[d]) & set(b[d]) for d in datasets))
-    return datasets, sort_mixed(seeds)
-
-
 def backbone_sizes(records: Iterable[Record]) -> dict[str, float]:
     """Backbone -> parameter count (median over its records that carry ``backbone_params``)."""
     sizes: dict[str, list[float]] = defaultdict(list)
