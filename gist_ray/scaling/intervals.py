@@ -136,7 +136,8 @@ def stratified_interval(strata: Sequence[object], level: float = LEVEL, min_df: 
         return mean_interval(rows[0], level, min_df, unit)
     fewest = min(r.size for r in rows)
     if fewest - 1 < min_df:
-        return _none(estimate, n, k, f"n too small: {fewest} {unit} in some of {k} {strata_name} "
+        where = "each" if all(r.size == fewest for r in rows) else "some"
+        return _none(estimate, n, k, f"n too small: {fewest} {unit} in {where} of {k} {strata_name} "
                      f"(need {min_df + 1} in each)", level, se, df)
     half = float(t_quantile(0.5 + level / 2, df)) * se
     return Interval(estimate, estimate - half, estimate + half, se, df, n, k, "welch-stratified t", "", level)
