@@ -221,21 +221,22 @@ def _synthetic_records(b: float = 0.5, gain: float = 0.03, seeds: int = 4) -> li
 
 def test_analysis_recovers_exponent_and_gain_and_writes_everything(tmp_path) -> None:
     recs = _synthetic_records()
-    analysis, paths, summary = write_study_outputs(recs, tmp_path / "out", n_boot=100)
+    analysis, paths, summary = write_study_outputs(recs, tmp_path / "out")
     fit = next(f for f in analysis["fits"] if f["gist"] == "off")
-    assert fit["b"] == pytest.approx(0.5, abs=0.1) and fit["b_lo"] <= fit["b"] <= fit["b_hi"]
+    assert fit["b"] == pytest.approx(0.5, abs=0.1) and fit["law"] == "a*N^-b + c"
+    assert fit["df"] == 1 and fit["b_lo"] is None  # 4 sizes, 3 parameters: no interval from 1 residual df
     assert [g["gain"] for g in analysis["gains"]] == pytest.approx([0.03] * 4, abs=0.003)
     assert all(g["gain_lo"] <= g["gain"] <= g["gain_hi"] and g["gain_lo"] > 0.02 for g in analysis["gains"])
     t = analysis["tests"][0]
-    assert t["pairs"] == 16 and t["mean_diff"] == pytest.approx(0.03, abs=0.002) and t["ttest_p"] < 1e-6
+    assert t["pairs"] == 16 and t["mean_gain"] == pytest.approx(0.03, abs=0.002) and t["t_p"] < 1e-6
     names = {p.name for p in paths}
     for stem in ("scaling", "gist_gain", "fits", "paired_tests"):
         assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
     for stem in ("accuracy_vs_backbone", "gist_gain", "pareto_trainable"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names
     assert {"records.csv", "summary.md"} <= names and all(p.is_file() for p in paths)
-    assert "| lora | xs | 0.040 |" in (tmp_path / "out" / "gist_gain.md").read_text()
-    assert "| lora | off | 4 | 4 |" in summary and "Plots:" in summary
+    assert "| lora | xs | 0.040 | 1 | 4 |" in (tmp_path / "out" / "gist_gain.md").read_text()
+    assert "| lora | off | backbone params | 4 | 4 | a*N^-b + c |" in summary and "Plots:" in summary
 
 
 def test_report_from_an_experiment(tmp_path, capsys) -> None:

@@ -1,28 +1,50 @@
-"""Scaling studies, analysis half: power-law fits, GIST gains with bootstrap CIs, paired tests and plots.
+"""Scaling studies, analysis half: intervals, GIST gains and paired tests, scaling-law fits and plots.
 
 Everything here works on numpy arrays or tidy records (``list[dict]``) and never needs Ray or torch.
 """
 
 from gist_ray.scaling.fit import (
-    BootstrapFit,
-    GistGain,
-    PairedTest,
+    POWER,
+    SATURATING,
+    Law,
     PowerLawFit,
-    bootstrap_fit,
+    ScalingFit,
+    choose_law,
     fit_power_law,
-    gist_gain,
-    paired_test,
+    fit_scaling_law,
     power_law,
+)
+from gist_ray.scaling.gains import PairedGain, PairedTest, paired_differences, paired_gain, paired_test
+from gist_ray.scaling.intervals import (
+    LEVEL,
+    MIN_DF,
+    Interval,
+    mean_interval,
+    stratified_interval,
+    stratified_t_test,
+    t_interval,
 )
 
 __all__ = [
-    "BootstrapFit",
-    "GistGain",
+    "LEVEL",
+    "MIN_DF",
+    "POWER",
+    "SATURATING",
+    "Interval",
+    "Law",
+    "PairedGain",
     "PairedTest",
     "PowerLawFit",
-    "bootstrap_fit",
+    "ScalingFit",
+    "choose_law",
     "fit_power_law",
-    "gist_gain",
+    "fit_scaling_law",
+    "mean_interval",
+    "paired_differences",
+    "paired_gain",
     "paired_test",
     "power_law",
+    "stratified_interval",
+    "stratified_t_test",
+    "t_interval",
 ]

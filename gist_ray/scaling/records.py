@@ -14,6 +14,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from gist_ray.scaling.intervals import LEVEL, MIN_DF, Interval, stratified_interval
+
 Record = dict[str, Any]
 # (method, gist, backbone) -> dataset -> seed -> accuracy
 Grid = dict[tuple[str, bool, str], dict[str, dict[Any, float]]]
@@ -93,18 +95,26 @@ def summarize(by_dataset: dict[str, dict[Any, float]], datasets: Sequence[str] |
     return Stat(mean, std, len(common))
 
 
-def seed_means(by_dataset: dict[str, dict[Any, float]], datasets: Sequence[str], seeds: Sequence[Any]) -> np.ndarray:
-    """Per-seed mean over ``datasets`` for each of ``seeds`` (all must be present)."""
-    return np.array([np.mean([by_dataset[d][s] for d in datasets]) for s in seeds], dtype=float)
+def dataset_seed_interval(by_dataset: dict[str, dict[Any, float]], datasets: Sequence[str] | None = None,
+                          level: float = LEVEL, min_df: int = MIN_DF) -> Interval:
+    """Interval of ``summarize(...).mean`` (mean over datasets of each dataset's seed mean), seeds nested in
+    datasets; "n too small" below ``min_df`` degrees of freedom (one dataset: fewer than 3 seeds).
+
+    For a report cell: ``iv = dataset_seed_interval(by_ds, [d])``; ``iv.scaled(100).text(".1f")`` gives
+    ``[lo, hi]`` or the reason there is none; ``iv.ok`` says which.
+    """
+    names = [d for d in (datasets if datasets is not None else by_dataset) if by_dataset.get(d)]
+    return stratified_interval([list(by_dataset[d].values()) for d in names], level, min_df)
 
 
-def paired_seeds(a: dict[str, dict[Any, float]], b: dict[str, dict[Any, float]]) -> tuple[list[str], list[Any]]:
-    """Datasets both sides have, and the seeds present on both sides for all of those datasets."""
-    datasets = [d for d in a if d in b]
-    if not datasets:
-        return [], []
-    seeds = set.intersection(*(set(a[d]) & set(b[d]) for d in datasets))
-    return datasets, sort_mixed(seeds)
+def common_seed_means(by_dataset: dict[str, dict[Any, float]], datasets: Sequence[str] | None = None
+                      ) -> dict[Any, float]:
+    """Seed -> mean over ``datasets`` (default all) for the seeds every one of them has (what plots show)."""
+    names = [d for d in (datasets if datasets is not None else by_dataset) if by_dataset.get(d)]
+    if not names:
+        return {}
+    common = sort_mixed(set.intersection(*(set(by_dataset[d]) for d in names)))
+    return {s: float(np.mean([by_dataset[d][s] for d in names])) for s in common}
 
 
 def backbone_sizes(records: Iterable[Record]) -> dict[str, float]:
