@@ -37,7 +37,7 @@ def tiny_base(tmp_path: Path, **extra) -> dict:
 
 
 def study_file(tmp_path: Path, name: str = "toy", grid: dict | None = None, **top) -> Path:
-    doc = {"name": name, "output": str(tmp_path / "out"), "n_boot": 50, "base": tiny_base(tmp_path),
+    doc = {"name": name, "output": str(tmp_path / "out"), "base": tiny_base(tmp_path),
            "grid": grid or {"backbones": ["vit_synth_xs", "vit_synth_s"], "methods": ["linear"], "gist": [True, False],
                             "datasets": ["shapes"], "seeds": [0]}, **top}
     p = tmp_path / f"{name}.yaml"

@@ -242,12 +242,9 @@ def analysis_tables(analysis: dict[str, list[dict]], level: float = LEVEL) -> di
     return {"gist_gain": gains, "fits": fits, "paired_tests": tests}
 
 
-def write_study_outputs(records: list[dict], out_dir: str | Path, n_boot: int | None = None,
+def write_study_outputs(records: list[dict], out_dir: str | Path,
                         formats: Sequence[str] = ("md", "csv", "tex")) -> tuple[dict, list[Path], str]:
-    """Tables (md/csv/tex), ``records.csv``, plots (PNG+SVG) and ``summary.md``; returns (analysis, paths, md).
-
-    ``n_boot`` is accepted and ignored: no interval bootstraps any more (``gist_ray.scaling.intervals``).
-    """
+    """Tables (md/csv/tex), ``records.csv``, plots (PNG+SVG) and ``summary.md``; returns (analysis, paths, md)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     analysis = analyze(records)

@@ -6,7 +6,6 @@
     output: studies/scaling_toy         # tables and plots (default: <base output_dir>/studies/<name>)
     metric: test/acc                    # what the tables and fits use (default test/acc)
     max_concurrent_trials: 2
-    n_boot: 1000                        # bootstrap resamples for the CIs
     base: {model: {weights: auto}, train: {epochs: 4}}     # or a path to a run-config YAML
     overrides: [train.lr=3e-3]          # optional, applied to base
     grid:
@@ -36,7 +35,7 @@ from gist_ray.methods import method_knobs
 from gist_ray.study.spec import DatasetEntry, MethodEntry, Study, cell_overrides, scalar
 from gist_ray.typed_config import load_yaml, parse_override, set_path
 
-STUDY_KEYS = ("name", "base", "grid", "output", "metric", "max_concurrent_trials", "overrides", "n_boot")
+STUDY_KEYS = ("name", "base", "grid", "output", "metric", "max_concurrent_trials", "overrides")
 GRID_KEYS = ("backbones", "methods", "gist", "datasets", "seeds", "n_train")
 REQUIRED_GRID = ("backbones", "methods", "datasets")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -99,14 +98,11 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> Study:
     mct = raw.get("max_concurrent_trials", 2)
     if isinstance(mct, bool) or not isinstance(mct, int) or mct < 1:
         raise ConfigError(f"{path}: max_concurrent_trials: must be an integer >= 1, got {mct!r}")
-    n_boot = raw.get("n_boot", 1000)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
-        raise ConfigError(f"{path}: n_boot: must be an integer >= 10, got {n_boot!r}")
     output = raw.get("output") or str(Path(base_cfg.output_dir) / "studies" / name)
     if not isinstance(output, str):
         raise ConfigError(f"{path}: output: expected a folder path, got {output!r}")
 
-    study = Study(name, base_cfg, backbones, methods, gist, datasets, seeds, n_train, output, metric, mct, n_boot,
+    study = Study(name, base_cfg, backbones, methods, gist, datasets, seeds, n_train, output, metric, mct,
                   str(path), base_method, base_knobs)
     validate(study, path)
     return study

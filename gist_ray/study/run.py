@@ -83,7 +83,7 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), verbose: bool = T
         analysis: dict = {}
         summary = ""
         if records:
-            analysis, files, summary = write_study_outputs(records, Path(study.output), n_boot=study.n_boot)
+            analysis, files, summary = write_study_outputs(records, Path(study.output))
             for f in files:
                 c.log_artifact(study_run, str(f), "study")
             if study.source:

@@ -71,7 +71,6 @@ class Study:
     output: str
     metric: str = "test/acc"
     max_concurrent_trials: int = 2
-    n_boot: int = 1000
     source: str = ""
     base_method: str = "gist_adapter"
     base_knobs: dict = field(default_factory=dict)
