@@ -17,6 +17,7 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # as gist_ray.train.launch.init_ray sets it
 # a session-wide cache so the synthetic-pretrained backbone is built at most once per test session
 os.environ.setdefault("GIST_RAY_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "gist-ray-test-cache"))
 
