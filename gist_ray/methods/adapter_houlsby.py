@@ -22,6 +22,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods._bottleneck import Bottleneck, trunc_normal_
 from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
 
@@ -34,8 +35,6 @@ class HoulsbyConfig:
     train_layernorms: bool = True
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.bottleneck < 1:
             raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods._bottleneck import Bottleneck, kaiming_, zeros_
 from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
 
@@ -30,8 +31,6 @@ class AdaptFormerConfig:
     dropout: float = 0.1
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.bottleneck < 1:
             raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
         if not 0 <= self.dropout < 1:

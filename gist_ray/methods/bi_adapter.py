@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods._bottleneck import Bottleneck, zeros_
 from gist_ray.methods.adaptformer import ParallelMlpAdapterBlock
 from gist_ray.methods.base import block_dim, per_block, register_method, wrap_blocks
@@ -43,8 +44,6 @@ class BiAdapterConfig:
     dropout: float = 0.1
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.bottleneck < 1:
             raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
         if self.bits not in BITS:

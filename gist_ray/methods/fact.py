@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import (
     SharedRef,
     attach_shared,
@@ -52,8 +53,6 @@ class FacTConfig:
     dropout: float = 0.1
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.rank < 1:
             raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         if not 0 <= self.dropout < 1:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import (
     SharedRef,
     attach_shared,
@@ -45,8 +46,6 @@ class GiftConfig:
     layers: Optional[list[int]] = None  # block indices; None: every block
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.rank < 1:
             raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         check_sites(self.targets, where)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import blocks, get_site, merge_wrappers, plain_linear, register_method, set_site, site_linear
 
 NOAH_STD = 0.02  # timm's _init_vit_weights over NOAH's LoRA_a / LoRA_b
@@ -37,8 +38,6 @@ class LoRAConfig:
     dropout: float = 0.0
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.rank < 1:
             raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         if not 0 <= self.dropout < 1:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import blocks, check_sites, register_method, site_linear
 
 HAVE_PEFT = importlib.util.find_spec("peft") is not None  # optional dependency
@@ -49,8 +50,6 @@ class PeftLowRankConfig:
     targets: list[str] = field(default_factory=lambda: ["qkv"])
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.rank < 1:
             raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         check_sites(self.targets, where)
@@ -64,8 +63,6 @@ class PeftIA3Config:
     feedforward: list[str] = field(default_factory=lambda: ["fc2"])
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         check_sites(self.targets, where)
         if not set(self.feedforward) <= set(self.targets):
             raise ConfigError(f"{where}.feedforward: must be a subset of targets {self.targets}, "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import (
     block_dim,
     blocks,
@@ -42,8 +43,6 @@ class RepAdapterConfig:
     dropout: float = 0.1
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.hidden < 1:
             raise ConfigError(f"{where}.hidden: must be >= 1, got {self.hidden}")
         if self.groups < 1 or self.hidden % self.groups:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import backbone_ops, merge_wrappers, register_method, unwrap
 
 
@@ -21,8 +22,6 @@ class SSFConfig:
     init_std: float = 0.02
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.init_std < 0:
             raise ConfigError(f"{where}.init_std: must be >= 0, got {self.init_std}")
 

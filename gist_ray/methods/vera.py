@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import (
     SITES,
     SharedRef,
@@ -53,8 +54,6 @@ class VeRAConfig:
     targets: list[str] = field(default_factory=lambda: ["q", "v"])
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.rank < 1:
             raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         if not 0 <= self.dropout < 1:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import dims, register_method, wrap_blocks
 
 
@@ -28,8 +29,6 @@ class VPTConfig:
     dropout: float = 0.0
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.length < 1:
             raise ConfigError(f"{where}.length: must be >= 1, got {self.length}")
         if not 0 <= self.dropout < 1:
