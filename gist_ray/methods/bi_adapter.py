@@ -1,76 +1,110 @@
-"""Low-bit adapters (Jie, Wang & Deng, "Revisiting the Parameter Efficiency of Adapters from the Perspective of
-Precision Redundancy", ICCV 2023, arXiv 2307.16867; "Bi-Adapter" in GIST's Table 2).
+"""Binary adapters (Jie, Wang & Deng, "Revisiting the Parameter Efficiency of Adapters from the Perspective of
+Precision Redundancy", ICCV 2023, arXiv 2307.16867; "Bi-Adapter" in GIST's Table 2): Bi-AdaptFormer.
 
-An AdaptFormer-style adapter (parallel to the MLP branch, see :mod:`adaptformer`) whose two weight matrices are
-quantised to ``bits`` bits in every forward pass; gradients reach the full-precision weights through a
-straight-through estimator. 1 bit: ``sign(w) * mean|w|`` (the scaled sign with least squared error);
-more bits: a uniform symmetric grid of ``2**bits`` levels over ``[-max|w|, max|w|]``. Biases stay in full
-precision. The count is the full-precision trainable parameters; storage after training is
-``weights * bits / 32 + biases`` float32 equivalents.
+Reference: JieShibo/PETL-ViT, ``binary_adapter/adaptformer.py`` (``Adapter``, ``forward_block``),
+``binary_adapter/utils.py`` (``QLinear``) and ``binary_adapter/configs/adaptformer/<task>-bit1-dim32.yaml`` (the
+per-dataset scale). An AdaptFormer-style adapter in parallel to the MLP branch, reading the un-normalised stream
+after the attention branch, times a per-dataset scale ``s``::
+
+    x = x + attn(norm1(x))
+    x = x + mlp(norm2(x)) + s * up(dropout(relu(down(x))))
+
+Both projections are bias-free and quantised to ``bits`` bits in every forward pass: ``w`` is standardised,
+``(w - mean) / (std + 1e-5)``, each value is replaced by its level of a ``2**bits``-level quantiser for N(0, 1)
+(levels and thresholds from the reference's fixed-point iteration), and the result is mapped back,
+``q * std + mean``; the gradient passes straight through the rounding (and through ``mean`` and ``std``).
+``bits: 32`` is the reference's full-precision variant (plain linears, zero up-projection). Init: down-projection
+nn.Linear's own (kaiming_uniform(a=sqrt(5))), up-projection trunc_normal(std 1e-3, cut at +-2e-3) (32 bits: zeros).
+Dropout 0.1 after the ReLU. Defaults: bottleneck 32, 1 bit, scale 1 (``main.py``; the per-dataset scales are in
+``search_spaces/vtab_bi_adapter.yaml``). Trains: the full-precision weights behind the quantised ones; storage
+after training is ``weights * bits / 32`` float32 equivalents plus a mean and a std per matrix.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gist_ray.errors import ConfigError
+from gist_ray.methods._bottleneck import Bottleneck, zeros_
 from gist_ray.methods.adaptformer import ParallelMlpAdapterBlock
 from gist_ray.methods.base import block_dim, per_block, register_method, wrap_blocks
+
+BITS = (1, 2, 4, 8, 32)  # the reference's --bit choices; 32 is full precision
+UP_STD = 1e-3  # trunc_normal_(std=0.001, a=-0.002, b=0.002)
 
 
 @dataclass
 class BiAdapterConfig:
     bottleneck: int = 32
     bits: int = 1
-    scale: float = 0.1
+    scale: float = 1.0
+    dropout: float = 0.1
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.bottleneck < 1:
             raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
-        if not 1 <= self.bits <= 16:
-            raise ConfigError(f"{where}.bits: must be in [1, 16], got {self.bits}")
+        if self.bits not in BITS:
+            raise ConfigError(f"{where}.bits: must be one of {list(BITS)}, got {self.bits}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+
+
+@lru_cache(maxsize=None)
+def quantizer(bits: int, iterations: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """(levels, thresholds) of the reference's ``QLinear.quantize``: thresholds halfway between levels, each level
+    the N(0, 1) quantile at the middle of its cell's probability mass, iterated from all-zero levels."""
+    values = torch.zeros(2**bits, dtype=torch.float64)
+    for _ in range(iterations):
+        ranges = (values[1:] + values[:-1]) / 2
+        pv = torch.cat([torch.zeros(1, dtype=torch.float64), torch.special.ndtr(ranges),
+                        torch.ones(1, dtype=torch.float64)])
+        values = torch.special.ndtri((pv[1:] + pv[:-1]) / 2)
+    return values.float(), ((values[1:] + values[:-1]) / 2).float()
 
 
 def quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """``w`` quantised to ``bits`` bits, with a straight-through gradient (d out / d w = 1)."""
-    with torch.no_grad():
-        if bits == 1:
-            q = torch.sign(w) * w.abs().mean()
-        else:
-            top = w.abs().max().clamp_min(1e-12)
-            step = 2 * top / (2**bits - 1)
-            q = torch.round((w + top) / step) * step - top
-    return w + (q - w).detach()
+    """``w`` standardised, quantised to ``bits`` bits and mapped back, with the reference's straight-through
+    gradient (the rounding passes the gradient unchanged; ``mean`` and ``std`` carry theirs)."""
+    levels, thresholds = quantizer(bits)
+    levels, thresholds = levels.to(w.device, w.dtype), thresholds.to(w.device, w.dtype)
+    mean, std = w.mean(), w.std()
+    wn = (w - mean) / (std + 1e-5)
+    half_steps = (levels[1:] - levels[:-1]) / 2
+    q = (torch.sign(wn.detach().unsqueeze(-1) - thresholds) * half_steps).sum(-1)
+    return (q + wn - wn.detach()) * std + mean
 
 
-class QuantBottleneck(nn.Module):
-    """``scale * up(relu(down(x)))`` with both weight matrices quantised to ``bits`` bits."""
+class QuantLinear(nn.Linear):
+    """A bias-free linear layer whose weight is quantised to ``bits`` bits in the forward pass."""
 
-    def __init__(self, dim: int, hidden: int, bits: int, scale: float) -> None:
-        super().__init__()
-        self.down = nn.Linear(dim, hidden)
-        self.up = nn.Linear(hidden, dim)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, bits: int = 1) -> None:
+        super().__init__(in_features, out_features, bias=False)
         self.bits = bits
-        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(F.linear(x, quantize(self.down.weight, self.bits), self.down.bias))
-        return F.linear(h, quantize(self.up.weight, self.bits), self.up.bias) * self.scale
+        return F.linear(x, quantize(self.weight, self.bits))
+
+
+def bi_adapter(dim: int, cfg: BiAdapterConfig) -> Bottleneck:
+    if cfg.bits == 32:
+        adapter = Bottleneck(dim, cfg.bottleneck, cfg.scale, act=nn.ReLU, dropout=cfg.dropout, bias=False)
+        zeros_(adapter.up)
+        return adapter
+    linear = partial(QuantLinear, bits=cfg.bits)
+    adapter = Bottleneck(dim, cfg.bottleneck, cfg.scale, act=nn.ReLU, dropout=cfg.dropout, bias=False, linear=linear)
+    with torch.no_grad():
+        nn.init.trunc_normal_(adapter.up.weight, std=UP_STD, a=-2 * UP_STD, b=2 * UP_STD)
+    return adapter
 
 
 def _count(vit, cfg: BiAdapterConfig) -> int:
-    return per_block(vit, lambda d: 2 * d * cfg.bottleneck + cfg.bottleneck + d)
+    return per_block(vit, lambda d: 2 * d * cfg.bottleneck)
 
 
 @register_method("bi_adapter", BiAdapterConfig, count=_count, paper="Bi-Adapter, ICCV 2023, arXiv 2307.16867",
                  families=("vit", "swin"))
 def apply(vit, cfg: BiAdapterConfig) -> None:
-    def adapter(d: int) -> QuantBottleneck:
-        return QuantBottleneck(d, cfg.bottleneck, cfg.bits, cfg.scale)
-
-    wrap_blocks(vit, lambda i, b: ParallelMlpAdapterBlock(b, adapter(block_dim(b))))
+    wrap_blocks(vit, lambda i, b: ParallelMlpAdapterBlock(b, bi_adapter(block_dim(b), cfg)))

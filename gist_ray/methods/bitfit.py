@@ -1,8 +1,10 @@
 """BitFit (Ben Zaken, Goldberg & Ravfogel, "BitFit: Simple Parameter-efficient Fine-tuning for Transformer-based
 Masked Language-models", ACL 2022, arXiv 2106.10199).
 
-Only the bias terms of the backbone's weighted ops train (patch projection, norms, qkv, proj, fc1, fc2); no
-parameter is added. Biases of modules added by other methods are not touched.
+Reference: benzakenelad/BitFit, ``glue_evaluator.py`` (``BIAS_TERMS_DICT['all']``: every parameter named
+``bias``). Only the bias terms of the backbone's weighted ops train (patch projection, norms, qkv, proj, fc1, fc2,
+final norm: every bias of a timm ViT but the head's); no parameter is added, nothing is re-initialised. Biases of
+modules added by other methods are not touched.
 """
 
 from dataclasses import dataclass

@@ -8,7 +8,9 @@ parts' wrappers yourself, innermost (first applied) first.
 
 from dataclasses import dataclass, field
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import METHODS, register_method
+from gist_ray.typed_config import from_dict
 
 
 def _default() -> list[dict]:
@@ -24,8 +26,6 @@ class ComboConfig:
 
     def parts(self, where: str = "method") -> list[tuple[str, object]]:
         """[(name, typed config)] of the parts, validated; errors name ``where.methods[i]``."""
-        from gist_ray.config import ConfigError, from_dict
-
         if not self.methods:
             raise ConfigError(f"{where}.methods: expected a non-empty list of {{name: ..., <knobs>}}")
         out = []

@@ -1,4 +1,5 @@
-"""Full fine-tuning: every backbone parameter trains (GIST Table 2, "FT")."""
+"""Full fine-tuning: every backbone parameter trains (GIST Table 2, "FT"; JCruan519/GIST ``optim_factory.py``,
+``tuning_mode == 'FT'``). Nothing is added or re-initialised."""
 
 from dataclasses import dataclass
 

@@ -1,4 +1,9 @@
-"""GIFT: Generative Parameter-Efficient Fine-Tuning (Savadikar, Song & Wu, arXiv 2312.02130v4).
+"""GIFT: Generative Parameter-Efficient Fine-Tuning (Savadikar, Song & Wu, arXiv 2312.00700v4; first titled
+"Generative Interpretable Fine-Tuning").
+
+Reference: savadikarc/gift, ``gift/gift/modeling_gift.py`` (``GIFTWrapper``: ``get_projection``, ``_gift_forward``),
+``gift/gift/hypernet/hypernet.py`` (``SimpleBlock``: identity) and ``configs/training/vtab/gift.yaml`` (rank 16,
+``attn:proj``, no projection biases, identity block).
 
 Two bias-free linear layers ``phi_1: d_in -> r`` and ``phi_2: r -> d_in``, shared by all selected layers of one
 kind (default: every attention output projection ``attn.proj``), generate each layer's fine-tuned weight from its
@@ -6,7 +11,8 @@ own pretrained weight, row by row (along the input dimension)::
 
     W' = W + phi_2(phi_1(W)) = W + W @ A @ B        A = phi_1.weight.T (d_in x r), B = phi_2.weight.T (r x d_in)
 
-``phi_2`` starts at zero, so training starts at the pretrained function. Each selected kind (``targets``) gets
+Init: ``phi_1`` nn.Linear's own (kaiming_uniform(a=sqrt(5))), ``phi_2`` zeros, so training starts at the
+pretrained function. No dropout. Trains: the pairs. Each selected kind (``targets``) gets
 its own pair, shared across the selected blocks (``layers``, default all). The increment is applied on the
 activations as ``(x @ B.T) @ (W @ A).T``; ``merge`` adds ``W @ A @ B`` to each weight.
 """
@@ -18,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import (
     SharedRef,
     attach_shared,
@@ -39,8 +46,6 @@ class GiftConfig:
     layers: Optional[list[int]] = None  # block indices; None: every block
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.rank < 1:
             raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         check_sites(self.targets, where)
@@ -99,7 +104,7 @@ def merge(vit) -> None:
         delattr(vit, name)
 
 
-@register_method("gift", GiftConfig, count=_count, merge=merge, paper="GIFT, arXiv 2312.02130v4")
+@register_method("gift", GiftConfig, count=_count, merge=merge, paper="GIFT, arXiv 2312.00700")
 def apply(vit, cfg: GiftConfig) -> None:
     layers = _blocks(vit, cfg)
     sites = dict.fromkeys(cfg.targets)  # unique, in order

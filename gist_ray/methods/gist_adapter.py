@@ -1,10 +1,17 @@
 """The adapter of the official GIST code (Ruan et al., "GIST", arXiv 2312.07255).
 
-One bottleneck adapter per block (down-projection, GELU, up-projection, times a fixed scale) added in parallel to
-*both* residual branches and shared by them; it reads the block's un-normalised input::
+Reference: JCruan519/GIST, ``models/vision_transformer.py`` (``gist_Adapter`` and ``Block.forward`` with
+``tuning_mode='gist_adapter'``). One bottleneck adapter per block (down-projection ``d -> 4``, GELU, up-projection,
+times 0.1) added in parallel to *both* residual branches and shared by them; each call reads the un-normalised
+stream at that point (the block input, then the stream after the attention branch), outside drop-path::
 
     x = x + attn(norm1(x)) + s * A(x)
     x = x + mlp(norm2(x))  + s * A(x)
+
+Init: the official adapters are built inside ``VisionTransformer.__init__``, before timm's ``init_weights``, so
+both projections get timm's ViT init, weights trunc_normal(std 0.02) and zero biases (the pretrained checkpoint
+has no adapter keys, so loading it leaves them so). No dropout. Trains: the adapters (and the Gist token and head,
+which GIST adds).
 """
 
 from dataclasses import dataclass
@@ -12,45 +19,29 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
+from gist_ray.methods._bottleneck import Bottleneck, trunc_normal_, zeros_
 from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
+
+TIMM_VIT_STD = 0.02  # timm's init_weights_vit_timm: trunc_normal_(std=.02), zero bias
 
 
 @dataclass
 class GistAdapterConfig:
     bottleneck: int = 4
     scale: float = 0.1
-    zero_init_up: bool = False  # the official code keeps PyTorch's default init for both projections
+    zero_init_up: bool = False  # not in the official code (which inits both projections trunc_normal(0.02)):
+    # True starts training exactly at the pretrained function
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.bottleneck < 1:
             raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
-
-
-class Bottleneck(nn.Module):
-    """``up(act(down(x))) * scale``; with ``zero_init_up`` training starts exactly at the pretrained function."""
-
-    def __init__(
-        self, dim: int, hidden: int, scale: float, act: type[nn.Module] = nn.GELU, zero_init_up: bool = False
-    ) -> None:
-        super().__init__()
-        self.down = nn.Linear(dim, hidden)
-        self.act = act()
-        self.up = nn.Linear(hidden, dim)
-        self.scale = scale
-        if zero_init_up:
-            nn.init.zeros_(self.up.weight)
-            nn.init.zeros_(self.up.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.up(self.act(self.down(x))) * self.scale
 
 
 class SharedParallelAdapterBlock(nn.Module):
     """A timm Block with one adapter added in parallel to both branches."""
 
-    def __init__(self, inner: nn.Module, adapter: Bottleneck) -> None:
+    def __init__(self, inner: nn.Module, adapter: nn.Module) -> None:
         super().__init__()
         self.inner = inner
         self.adapter = adapter
@@ -61,6 +52,17 @@ class SharedParallelAdapterBlock(nn.Module):
         return x + residual2(b, b.mlp(b.norm2(x))) + self.adapter(x)
 
 
+def make_adapter(dim: int, cfg: GistAdapterConfig) -> Bottleneck:
+    """One official GIST adapter with timm's ViT init."""
+    adapter = Bottleneck(dim, cfg.bottleneck, cfg.scale, act=nn.GELU)
+    trunc_normal_(adapter.down, TIMM_VIT_STD)
+    if cfg.zero_init_up:
+        zeros_(adapter.up)
+    else:
+        trunc_normal_(adapter.up, TIMM_VIT_STD)
+    return adapter
+
+
 def _count(vit, cfg: GistAdapterConfig) -> int:
     return per_block(vit, lambda d: 2 * d * cfg.bottleneck + cfg.bottleneck + d)
 
@@ -68,7 +70,4 @@ def _count(vit, cfg: GistAdapterConfig) -> int:
 @register_method("gist_adapter", GistAdapterConfig, count=_count, paper="GIST official adapter, arXiv 2312.07255",
                  families=("vit", "swin"))
 def apply(vit, cfg: GistAdapterConfig) -> None:
-    def adapter(d: int) -> Bottleneck:
-        return Bottleneck(d, cfg.bottleneck, cfg.scale, zero_init_up=cfg.zero_init_up)
-
-    wrap_blocks(vit, lambda i, b: SharedParallelAdapterBlock(b, adapter(block_dim(b))))
+    wrap_blocks(vit, lambda i, b: SharedParallelAdapterBlock(b, make_adapter(block_dim(b), cfg)))

@@ -1,4 +1,5 @@
-"""Linear probing: only the classification head trains (GIST Table 2, "LP")."""
+"""Linear probing: only the classification head trains (GIST Table 2, "LP"; JCruan519/GIST ``optim_factory.py``,
+``tuning_mode == 'linear_probe'``)."""
 
 from dataclasses import dataclass
 

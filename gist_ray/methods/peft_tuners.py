@@ -1,6 +1,10 @@
 """peft's tuners injected into timm's linear layers with ``peft.inject_adapter_in_model`` (Mangrulkar et al.,
 "PEFT: state-of-the-art parameter-efficient fine-tuning methods", github.com/huggingface/peft).
 
+Reference: huggingface/peft itself, ``src/peft/tuners/{lora,loha,lokr,ia3}/``: the layers, their init and their
+defaults are peft's own (LoRA / DoRA: rank 8, alpha 8, ``A`` kaiming_uniform(a=sqrt(5)), ``B`` zeros, no dropout);
+gist-ray only chooses the target linears.
+
 One table row per tuner: LoRA (Hu et al., arXiv 2106.09685), DoRA (Liu et al., arXiv 2402.09353), LoHa (Hyeon-Woo
 et al., arXiv 2108.06098), LoKr (Yeh et al., arXiv 2309.14859) and (IA)^3 (Liu et al., arXiv 2205.05638), on the
 chosen block linears (``qkv``, ``proj``, ``fc1``, ``fc2``; timm's ``qkv`` is fused, so q, k and v are adapted
@@ -23,6 +27,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import blocks, check_sites, register_method, site_linear
 
 HAVE_PEFT = importlib.util.find_spec("peft") is not None  # optional dependency
@@ -45,8 +50,6 @@ class PeftLowRankConfig:
     targets: list[str] = field(default_factory=lambda: ["qkv"])
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.rank < 1:
             raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         check_sites(self.targets, where)
@@ -60,8 +63,6 @@ class PeftIA3Config:
     feedforward: list[str] = field(default_factory=lambda: ["fc2"])
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         check_sites(self.targets, where)
         if not set(self.feedforward) <= set(self.targets):
             raise ConfigError(f"{where}.feedforward: must be a subset of targets {self.targets}, "

@@ -1,14 +1,20 @@
 """RepAdapter (Luo et al., "Towards Efficient Visual Adaption via Structural Re-parameterization",
-arXiv 2302.08106; "ReAdapter" in GIST's Table 2).
+arXiv 2302.08106; "ReAdapter" in GIST's Table 2), the ``repblock`` variant.
 
-A *linear* adapter (no activation) placed before the attention (on the input of ``qkv``) and before the MLP (on the
-input of ``fc1``): a dense down-projection ``d -> hidden`` followed by a group-wise up-projection ``hidden -> d``
-(``groups`` independent blocks), with its own skip connection; the up-projection starts at zero::
+Reference: luogen1996/RepAdapter, ``repadapter.py`` (``RepAdapter``, ``forward_vit_block_adapter``,
+``forward_swin_block_adapter``, ``set_RepWeight``) and ``configs/repblock/<task>.yaml`` (the per-dataset scale).
+A *linear* adapter (no activation) on the normalised input of the attention (``norm1``'s output, read by ``qkv``)
+and of the MLP (``norm2``'s output, read by ``fc1``): a dense down-projection ``d -> hidden`` (``conv_A``), dropout,
+a group-wise up-projection ``hidden -> d`` (``conv_B``, ``groups`` independent blocks), times ``s``, with its own
+skip connection::
 
-    qkv(x)  ->  qkv(x + s * up_g(down(x)))
+    qkv(x)  ->  qkv(x + s * up_g(dropout(down(x))))
 
-Being linear, it re-parameterises exactly into the following layer: ``merge`` folds ``I + s * B @ A`` into the
-``qkv`` / ``fc1`` weights and bias, leaving a plain ViT.
+Init: down-projection xavier_uniform, zero bias; up-projection zero weight and bias. Dropout 0.1. Defaults: hidden
+8, groups 2, scale 1 (``RepAdapter.__init__``; the per-dataset scales are in ``search_spaces/vtab_readapter.yaml``).
+Trains: the adapters. Being linear, it re-parameterises exactly into the following layer (in eval mode, where the
+dropout is the identity): ``merge`` folds ``I + s * B @ A`` into the ``qkv`` / ``fc1`` weights and bias, leaving a
+plain ViT.
 """
 
 from dataclasses import dataclass
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import (
     block_dim,
     blocks,
@@ -33,26 +40,28 @@ class RepAdapterConfig:
     hidden: int = 8
     groups: int = 2
     scale: float = 1.0
+    dropout: float = 0.1
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.hidden < 1:
             raise ConfigError(f"{where}.hidden: must be >= 1, got {self.hidden}")
         if self.groups < 1 or self.hidden % self.groups:
             raise ConfigError(f"{where}.groups: must be >= 1 and divide hidden ({self.hidden}), got {self.groups}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
 
 
 class LinearAdapter(nn.Module):
-    """``x + s * (B @ (A @ x + a) + b)`` with a block-diagonal ``B`` of ``groups`` blocks."""
+    """``x + s * (B @ dropout(A @ x + a) + b)`` with a block-diagonal ``B`` of ``groups`` blocks."""
 
-    def __init__(self, dim: int, hidden: int, groups: int, scale: float) -> None:
+    def __init__(self, dim: int, hidden: int, groups: int, scale: float, dropout: float = 0.0) -> None:
         super().__init__()
         if dim % groups:
             raise ValueError(f"readapter: groups={groups} must divide the embedding width {dim}")
         self.down = nn.Linear(dim, hidden)
         nn.init.xavier_uniform_(self.down.weight)
         nn.init.zeros_(self.down.bias)
+        self.dropout = nn.Dropout(dropout)
         self.up_weight = nn.Parameter(torch.zeros(groups, dim // groups, hidden // groups))
         self.up_bias = nn.Parameter(torch.zeros(dim))
         self.scale = scale
@@ -63,12 +72,12 @@ class LinearAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, _, hg = self.up_weight.shape
-        h = self.down(x).unflatten(-1, (g, hg))
+        h = self.dropout(self.down(x)).unflatten(-1, (g, hg))
         up = torch.einsum("...gi,goi->...go", h, self.up_weight).flatten(-2) + self.up_bias
         return x + self.scale * up
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M, c) with ``forward(x) == x + M @ x + c``."""
+        """(M, c) with ``forward(x) == x + M @ x + c`` (in eval mode)."""
         b = self.up_dense()
         return self.scale * b @ self.down.weight, self.scale * (b @ self.down.bias + self.up_bias)
 
@@ -111,5 +120,5 @@ def merge(vit) -> None:
 def apply(vit, cfg: RepAdapterConfig) -> None:
     for block in blocks(vit):
         for site in ("qkv", "fc1"):
-            adapter = LinearAdapter(block_dim(block), cfg.hidden, cfg.groups, cfg.scale)
+            adapter = LinearAdapter(block_dim(block), cfg.hidden, cfg.groups, cfg.scale, cfg.dropout)
             set_site(block, site, PreAdapterLinear(get_site(block, site), adapter))

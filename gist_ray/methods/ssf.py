@@ -1,8 +1,11 @@
 """SSF: Scaling & Shifting your Features (Lian et al., NeurIPS 2022, arXiv 2210.08823).
 
-A per-channel scale and shift ``y * gamma + beta`` after every weighted op of the ViT (patch projection, each
-block's norm1 / qkv / proj / norm2 / fc1 / fc2, and the final norm). ``gamma ~ N(1, 0.02)``, ``beta ~ N(0, 0.02)``
-as in the paper. ``merge`` folds each pair into the weights and bias of the op before it.
+Reference: dongzelian/SSF, ``models/vision_transformer.py`` (``init_ssf_scale_shift``, ``ssf_ada`` and their uses in
+``PatchEmbed``, ``Attention``, ``Mlp``, ``Block`` and ``forward_features``) and ``models/swin_transformer.py``. A
+per-channel scale and shift ``y * gamma + beta`` on the output of every weighted op (patch projection and its norm,
+each block's norm1 / qkv / proj / norm2 / fc1 / fc2, the final norm; on a Swin also each patch-merging norm and
+reduction), before any dropout. Init: ``gamma ~ N(1, 0.02)``, ``beta ~ N(0, 0.02)``. No dropout. Trains: the
+gammas and betas. ``merge`` folds each pair into the weights and bias of the op before it.
 """
 
 from dataclasses import dataclass
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import backbone_ops, merge_wrappers, register_method, unwrap
 
 
@@ -18,8 +22,6 @@ class SSFConfig:
     init_std: float = 0.02
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.init_std < 0:
             raise ConfigError(f"{where}.init_std: must be >= 0, got {self.init_std}")
 

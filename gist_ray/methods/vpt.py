@@ -1,9 +1,16 @@
 """Visual Prompt Tuning, shallow and deep (Jia et al., ECCV 2022, arXiv 2203.12119).
 
-Prompts are appended at the end of the token sequence instead of right after [CLS]: attention is
-permutation-equivariant once position embeddings are added, so the [CLS] output is the same, and token
-indices used by other components (the Gist token right after [CLS]) do not move. Shallow: prompts enter
-before the first block and stay. Deep: each block replaces the previous block's prompts with its own.
+Reference: KMnP/vpt, ``src/models/vit_prompt/vit.py`` (``PromptedTransformer``: ``incorporate_prompt``,
+``forward_deep_prompt``) and ``src/configs/config.py`` (``MODEL.PROMPT`` defaults: 5 tokens, dropout 0.0, no
+projection, random init). Shallow: prompts enter before the first block and stay. Deep: each later block replaces
+the previous block's prompts with its own. Init: U(+-sqrt(6 / (3 * patch_h * patch_w + d))) (the reference's
+"xavier_uniform" bound, from the patch-embedding fan-in). Dropout on the prompts (default 0; the official
+``demo.ipynb`` runs VPT-deep on VTAB with 0.1 and VPT-shallow without). Trains: the prompts. Per-dataset prompt
+lengths of VPT-deep: ``search_spaces/vtab_vpt.yaml``.
+
+Deliberate difference: prompts are appended at the end of the token sequence instead of right after [CLS]:
+attention is permutation-equivariant once position embeddings are added, so the [CLS] output is the same, and
+token indices used by other components (the Gist token right after [CLS]) do not move.
 """
 
 import math
@@ -12,17 +19,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gist_ray.errors import ConfigError
 from gist_ray.methods.base import dims, register_method, wrap_blocks
 
 
 @dataclass
 class VPTConfig:
-    length: int = 10
+    length: int = 5
     dropout: float = 0.0
 
     def check(self, where: str) -> None:
-        from gist_ray.config import ConfigError
-
         if self.length < 1:
             raise ConfigError(f"{where}.length: must be >= 1, got {self.length}")
         if not 0 <= self.dropout < 1:

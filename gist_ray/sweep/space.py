@@ -13,11 +13,16 @@ Space keys are run-config paths (``a.b``). Distributions: ``choice``, ``uniform`
 ``logint``, ``quniform`` ([low, high, q]), ``fixed`` (or a bare value). Method knobs (``method.bottleneck``)
 apply only to trials whose method has them. A ``.py`` sweep file defines ``SWEEP`` (the same mapping, minus
 ``space``) and ``space(trial)``, an Optuna define-by-run function for conditional spaces.
+
+``per_task`` maps a ``data.task`` to a recipe of ``{a.b: value}``: set in the base config, except for keys the space
+searches, whose recipe values make the sweep's first trial (the reference's per-dataset setting is tried first,
+then the search explores around it).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +238,25 @@ def _load_python(path: Path) -> tuple[dict, Callable]:
     return dict(module.SWEEP), module.space
 
 
+def first_trial(base: dict, space: dict[str, Dist], recipe: dict[str, Any], where: str) -> dict[str, Any]:
+    """A complete point of ``space``: the recipe's values, every other searched key at its value in ``base`` (or,
+    for a choice, its first value)."""
+    point = {}
+    for key, dist in space.items():
+        node: Any = base
+        for part in key.split("."):
+            node = node.get(part, dataclasses.MISSING) if isinstance(node, dict) else dataclasses.MISSING
+        if key in recipe:
+            point[key] = recipe[key]
+        elif node is not dataclasses.MISSING:
+            point[key] = node
+        elif dist.kind in ("choice", "fixed"):
+            point[key] = dist.probe_values()[0]
+        else:
+            raise ConfigError(f"{where}: space.{key} has no value for the first trial; set it in base")
+    return point
+
+
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Load and validate a sweep file; ``overrides`` (``a.b=v``) apply to the base run config."""
     path = Path(path)
@@ -269,8 +293,14 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if not isinstance(recipe, dict):
         raise ConfigError(f"{path}: per_task.{task}: must be a mapping of config paths to values")
     given = {".".join(parse_override(t)[0]) for t in overrides}
+    searched = set(raw["space"]) if isinstance(raw.get("space"), dict) else set()
+    first = {}  # per-task values of searched keys: the first trial
     for key, value in recipe.items():
-        if key not in given:  # command-line overrides win over the per-task recipe
+        if key in given:  # command-line overrides win over the per-task recipe
+            continue
+        if key in searched:
+            first[str(key)] = value
+        else:
             set_path(base, str(key).split("."), value)
     protocol = str(raw.get("protocol") or "none")
     if protocol not in PROTOCOLS:
@@ -291,6 +321,8 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if not isinstance(space_raw, dict):
         raise ConfigError(f"{path}: space: must be a mapping of config paths to distributions")
     space = {str(k): parse_dist(v, f"{path}: space.{k}") for k, v in space_raw.items()}
+    if first:
+        search.initial_points = [first_trial(base, space, first, f"{path}: per_task.{task}"), *search.initial_points]
     spec = SweepSpec(str(raw.get("name") or path.stem), base, search, space, define_by_run, str(path), protocol)
     if protocol in ("vtab", "paper"):
         bad = [k for k in space if k.startswith("data.") and k.endswith("_split") or k == "train.eval_every"]
