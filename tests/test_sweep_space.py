@@ -102,3 +102,20 @@ def test_define_by_run_file_is_probed(tmp_path):
     broken.write_text("SWEEP = {}\n")
     with pytest.raises(ConfigError, match="space\\(trial\\)"):
         load_sweep(broken)
+
+
+def test_search_settings_can_be_overridden_on_the_command_line(tmp_path):
+    spec = load_sweep(ROOT / "search_spaces" / "quickstart.yaml",
+                      ["search.max_concurrent_trials=4", "search.num_samples=3", "train.epochs=2"])
+    assert (spec.search.max_concurrent_trials, spec.search.num_samples) == (4, 3)
+    assert spec.base["train"]["epochs"] == 2 and "search" not in spec.base
+    with pytest.raises(ConfigError, match="search.num_sampels: unknown field"):
+        load_sweep(ROOT / "search_spaces" / "quickstart.yaml", ["search.num_sampels=3"])
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("name: x\nsearch:\n  num_samples: [1, 2\nspace: {}\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml:\d+:\d+: not valid YAML") as info:
+        load_sweep(p)
+    assert "<unicode string>" not in str(info.value)

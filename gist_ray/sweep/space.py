@@ -258,7 +258,8 @@ def first_trial(base: dict, space: dict[str, Dist], recipe: dict[str, Any], wher
 
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
-    """Load and validate a sweep file; ``overrides`` (``a.b=v``) apply to the base run config."""
+    """Load and validate a sweep file. ``overrides`` (``a.b=v``) apply to the base run config, except
+    ``search.<setting>=v``, which changes the search settings (``search.max_concurrent_trials=4``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: sweep file not found")
@@ -267,6 +268,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raw, define_by_run = _load_python(path)
     else:
         raw = load_yaml(path)
+    raw = copy.deepcopy(raw)
+    search_overrides = [t for t in overrides if parse_override(t)[0][0] == "search"]
+    overrides = [t for t in overrides if t not in search_overrides]
+    for text in search_overrides:
+        keys, value = parse_override(text)
+        set_path(raw, keys, value)
     allowed = {"name", "base", "search", "space", "overrides", "protocol", "per_task"}
     for key in raw:
         if key not in allowed:
