@@ -18,8 +18,9 @@ from gist_ray.model import build_model, trainable_counts
 
 
 def methods_table(backbone: str, num_classes: int, device: str = "meta") -> list[dict]:
-    """One row per registered method: ``method``, ``method_params``, ``token``, ``head``, ``total``,
-    ``closed_form`` (the method's own closed-form count, which must equal ``method_params``) and ``paper``; a
+    """One row per registered method: ``method``, ``method_params``, ``token``, ``head``, ``total`` (counted on the
+    built model), ``closed_form`` (the method's optional closed-form count, which must equal ``method_params``;
+    None where the method gives none) and ``paper``; a
     method not defined on the backbone's family has ``method_params`` None."""
     rows = []
     fam = backbone_family(backbone)
@@ -34,7 +35,7 @@ def methods_table(backbone: str, num_classes: int, device: str = "meta") -> list
         with torch.device(device):
             model = build_model(backbone, num_classes, name, {}, GistConfig(enabled=True), weights="none")
         counts = trainable_counts(model)
-        closed = spec.count(vit_of(model), cfg)
+        closed = spec.count(vit_of(model), cfg) if spec.count is not None else None
         rows.append(
             dict(
                 method=name,
@@ -58,7 +59,7 @@ def format_methods_table(rows: list[dict]) -> str:
         if r["method_params"] is None
         else (
             r["method"],
-            f"{r['method_params']:,}" + ("" if r["closed_form"] == r["method_params"] else f" !{r['closed_form']:,}"),
+            f"{r['method_params']:,}" + ("" if r["closed_form"] in (None, r["method_params"]) else f" !{r['closed_form']:,}"),
             f"{r['token']:,}",
             f"{r['head']:,}",
             f"{r['total']:,}",

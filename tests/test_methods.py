@@ -85,6 +85,8 @@ def test_forward_backward_grads(backbone: str, name: str, gist: bool) -> None:
 @pytest.mark.parametrize("backbone,name", PAIRS, ids=ids(PAIRS))
 def test_closed_form_count(backbone: str, name: str) -> None:
     spec = METHODS.get(name)
+    if spec.count is None:
+        pytest.skip(f"{name} gives no closed form (optional): its count comes from the built model only")
     cfg = from_dict(spec.config_cls, options(backbone, name), "method")
     fresh = create_backbone(backbone, CLASSES, weights="none")
     model = build(name, True, backbone=backbone)

@@ -35,6 +35,6 @@ def test_swin_rows_mark_methods_not_defined_there() -> None:
 def test_vit_b16_token_is_768_for_every_method() -> None:
     rows = rows_by_name("vit_base_patch16_224", 100)  # meta device: shapes only
     assert {r["token"] for r in rows.values()} == {768}
-    assert all(r["method_params"] == r["closed_form"] for r in rows.values())
+    assert all(r["method_params"] == r["closed_form"] for r in rows.values() if r["closed_form"] is not None)
     assert rows["gist_adapter"]["method_params"] == 12 * (2 * 768 * 4 + 4 + 768)
     assert rows["full"]["head"] == 768 * 100 + 100

@@ -30,8 +30,10 @@ __all__ = ["attn_out", "block_dim", "blocks", "family", "inner_block", "residual
 class MethodSpec:
     """A registered PEFT method.
 
-    ``apply(vit, cfg)`` edits the backbone in place; ``count(vit, cfg)`` is the closed-form number of trainable
-    parameters the method adds (head and token excluded), computed from the backbone's shapes; ``merge(vit)``,
+    ``apply(vit, cfg)`` edits the backbone in place. The number of parameters a method trains is always counted
+    from the built model (on the meta device: :func:`gist_ray.model.trainable_counts`); ``count(vit, cfg)``, where
+    given, is an optional closed form from the backbone's shapes (head and token excluded) that the tests and
+    ``gist-ray methods`` hold against the built model, as a check of the method's construction; ``merge(vit)``,
     where offered, folds the method into the backbone's weights for inference. ``families`` are the backbone
     families (:data:`gist_ray.blocks.FAMILIES`) it is defined on.
     """
@@ -39,7 +41,7 @@ class MethodSpec:
     name: str
     config_cls: type
     apply: Callable[[nn.Module, Any], None]
-    count: Callable[[nn.Module, Any], int]
+    count: Optional[Callable[[nn.Module, Any], int]] = None
     merge: Optional[Callable[[nn.Module], None]] = None
     paper: str = ""
     families: tuple[str, ...] = ("vit",)
@@ -51,7 +53,7 @@ METHODS: Registry[MethodSpec] = Registry("PEFT method")
 def register_method(
     name: str,
     config_cls: type,
-    count: Callable[[nn.Module, Any], int],
+    count: Optional[Callable[[nn.Module, Any], int]] = None,
     merge: Optional[Callable[[nn.Module], None]] = None,
     paper: str = "",
     families: tuple[str, ...] = ("vit",),
