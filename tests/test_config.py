@@ -84,3 +84,14 @@ def test_override_syntax_errors():
 def test_every_shipped_run_config_loads(path):
     assert isinstance(load_config(path), Config)
     assert path.read_text().lstrip().startswith("#"), f"{path.name} must start with the command that runs it"
+
+
+def test_overrides_may_follow_options_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from gist_ray.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    # the override after --name is read as an override (and refused here for its bad value, before any work)
+    assert main(["sweep", str(ROOT / "search_spaces" / "quickstart.yaml"), "--name", "x", "train.lr=-1"]) == 2
+    assert "train.lr" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    with pytest.raises(SystemExit):
+        main(["sweep", str(ROOT / "search_spaces" / "quickstart.yaml"), "--nmae", "x"])
