@@ -97,7 +97,7 @@ def global_window_attention(b: nn.Module, x: torch.Tensor) -> torch.Tensor:
     window in row-major order. The window's relative position bias applies between grid tokens; the extra
     tokens get none (a zero bias), as they have no position. With P = 0 this equals the block's own attention."""
     attn = b.attn
-    n, c = x.shape[1], x.shape[2]
+    n = x.shape[1]
     prefix = n - b.window_area
     if prefix < 0 or any(b.shift_size):
         raise ValueError(f"global window attention needs an unshifted window covering the grid; got {n} tokens, "

@@ -10,8 +10,9 @@ import torch
 
 from conftest import TINY_OVERRIDES
 from gist_ray.config import build_config
-from gist_ray.train.loop import (CHECKSUMS_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError, GistRun, LocalReporter,
-                                 read_checkpoint, run_training, write_checksums)
+from gist_ray.train.checkpoint import (CHECKSUMS_FILE, STATE_FILE, WEIGHTS_FILE, CheckpointError, read_checkpoint,
+                                       write_checksums)
+from gist_ray.train.loop import GistRun, LocalReporter, run_training
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from ray.tune import Callback
 
 from conftest import TINY_OVERRIDES
 from gist_ray.config import build_config
-from gist_ray.train.loop import WEIGHTS_FILE
+from gist_ray.train.checkpoint import WEIGHTS_FILE
 from gist_ray.train.worker_log import WorkerMetricsLog
 
 pytestmark = pytest.mark.slow

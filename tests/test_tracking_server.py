@@ -1,7 +1,6 @@
 """The MLflow tracking server helper: safe binding, a real server fed by a sweep, concurrent writers lose nothing."""
 
 import json
-import socket
 import subprocess
 import sys
 import time

@@ -1,9 +1,7 @@
 """The plain-torch run: it learns, checkpoints, resumes at the right epoch, and stops on NaN."""
 
-import math
 
 import pytest
-import torch
 
 from conftest import TINY_OVERRIDES
 from gist_ray.config import build_config

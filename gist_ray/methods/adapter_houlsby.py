@@ -22,21 +22,17 @@ from functools import partial
 import torch
 from torch import nn
 
-from gist_ray.errors import ConfigError
 from gist_ray.methods._bottleneck import Bottleneck, trunc_normal_
 from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
+from gist_ray.typed_config import setting
 
 INIT_STD = 1e-3  # feedforward_adapter(init_scale=1e-3)
 
 
 @dataclass
 class HoulsbyConfig:
-    bottleneck: int = 64
+    bottleneck: int = setting(64, ge=1)
     train_layernorms: bool = True
-
-    def check(self, where: str) -> None:
-        if self.bottleneck < 1:
-            raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
 
 
 class Residual(nn.Module):

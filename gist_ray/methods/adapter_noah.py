@@ -19,24 +19,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.errors import ConfigError
 from gist_ray.methods._bottleneck import Bottleneck, QuickGELU, trunc_normal_
 from gist_ray.methods.adapter_houlsby import Residual
 from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
+from gist_ray.typed_config import setting
 
 TIMM_VIT_STD = 0.02
 
 
 @dataclass
 class NoahAdapterConfig:
-    bottleneck: int = 8
-    dropout: float = 0.1
-
-    def check(self, where: str) -> None:
-        if self.bottleneck < 1:
-            raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+    bottleneck: int = setting(8, ge=1)
+    dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
 
 class PostMlpAdapterBlock(nn.Module):

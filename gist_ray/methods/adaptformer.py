@@ -19,22 +19,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.errors import ConfigError
 from gist_ray.methods._bottleneck import Bottleneck, kaiming_, zeros_
 from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
+from gist_ray.typed_config import setting
 
 
 @dataclass
 class AdaptFormerConfig:
-    bottleneck: int = 64
+    bottleneck: int = setting(64, ge=1)
     scale: float = 0.1
-    dropout: float = 0.1
-
-    def check(self, where: str) -> None:
-        if self.bottleneck < 1:
-            raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+    dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
 
 class ParallelMlpAdapterBlock(nn.Module):

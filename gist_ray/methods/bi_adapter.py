@@ -31,6 +31,7 @@ from gist_ray.errors import ConfigError
 from gist_ray.methods._bottleneck import Bottleneck, zeros_
 from gist_ray.methods.adaptformer import ParallelMlpAdapterBlock
 from gist_ray.methods.base import block_dim, per_block, register_method, wrap_blocks
+from gist_ray.typed_config import setting
 
 BITS = (1, 2, 4, 8, 32)  # the reference's --bit choices; 32 is full precision
 UP_STD = 1e-3  # trunc_normal_(std=0.001, a=-0.002, b=0.002)
@@ -38,18 +39,14 @@ UP_STD = 1e-3  # trunc_normal_(std=0.001, a=-0.002, b=0.002)
 
 @dataclass
 class BiAdapterConfig:
-    bottleneck: int = 32
+    bottleneck: int = setting(32, ge=1)
     bits: int = 1
     scale: float = 1.0
-    dropout: float = 0.1
+    dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
     def check(self, where: str) -> None:
-        if self.bottleneck < 1:
-            raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
         if self.bits not in BITS:
             raise ConfigError(f"{where}.bits: must be one of {list(BITS)}, got {self.bits}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
 
 
 @lru_cache(maxsize=None)

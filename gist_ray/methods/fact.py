@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.errors import ConfigError
 from gist_ray.methods.base import (
     SharedRef,
     attach_shared,
@@ -41,6 +40,7 @@ from gist_ray.methods.base import (
     set_site,
     site_linear,
 )
+from gist_ray.typed_config import setting
 
 ATTN_SITES = ("qkv", "proj")  # slices along the output rows: qkv 3, proj 1
 MLP_SITES = ("fc1", "fc2")  # fc1: m slices along the output rows; fc2: m slices along the input columns
@@ -48,15 +48,9 @@ MLP_SITES = ("fc1", "fc2")  # fc1: m slices along the output rows; fc2: m slices
 
 @dataclass
 class FacTConfig:
-    rank: int = 8
+    rank: int = setting(8, ge=1)
     scale: float = 1.0
-    dropout: float = 0.1
-
-    def check(self, where: str) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+    dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
 
 def _linear_default_(t: torch.Tensor, fan_in: int) -> torch.Tensor:

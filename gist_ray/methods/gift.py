@@ -37,17 +37,16 @@ from gist_ray.methods.base import (
     site_linear,
     unwrap,
 )
+from gist_ray.typed_config import setting
 
 
 @dataclass
 class GiftConfig:
-    rank: int = 16
+    rank: int = setting(16, ge=1)
     targets: list[str] = field(default_factory=lambda: ["proj"])
     layers: Optional[list[int]] = None  # block indices; None: every block
 
     def check(self, where: str) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         check_sites(self.targets, where)
         if self.layers is not None and (not self.layers or min(self.layers) < 0):
             raise ConfigError(f"{where}.layers: expected a non-empty list of block indices >= 0, got {self.layers}")

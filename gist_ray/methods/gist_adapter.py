@@ -19,23 +19,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.errors import ConfigError
 from gist_ray.methods._bottleneck import Bottleneck, trunc_normal_, zeros_
 from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
+from gist_ray.typed_config import setting
 
 TIMM_VIT_STD = 0.02  # timm's init_weights_vit_timm: trunc_normal_(std=.02), zero bias
 
 
 @dataclass
 class GistAdapterConfig:
-    bottleneck: int = 4
+    bottleneck: int = setting(4, ge=1)
     scale: float = 0.1
     zero_init_up: bool = False  # not in the official code (which inits both projections trunc_normal(0.02)):
     # True starts training exactly at the pretrained function
-
-    def check(self, where: str) -> None:
-        if self.bottleneck < 1:
-            raise ConfigError(f"{where}.bottleneck: must be >= 1, got {self.bottleneck}")
 
 
 class SharedParallelAdapterBlock(nn.Module):

@@ -25,32 +25,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gist_ray.errors import ConfigError
 from gist_ray.methods.base import blocks, get_site, merge_wrappers, plain_linear, register_method, set_site, site_linear
+from gist_ray.typed_config import setting
 
 NOAH_STD = 0.02  # timm's _init_vit_weights over NOAH's LoRA_a / LoRA_b
 
 
 @dataclass
 class LoRAConfig:
-    rank: int = 8
+    rank: int = setting(8, ge=1)
     alpha: float = 8.0
-    dropout: float = 0.0
-
-    def check(self, where: str) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+    dropout: float = setting(0.0, ge=0.0, lt=1.0)
 
 
 @dataclass
 class NoahLoRAConfig:
-    rank: int = 8
-    dropout: float = 0.1
-
-    def check(self, where: str) -> None:
-        LoRAConfig(self.rank, dropout=self.dropout).check(where)
+    rank: int = setting(8, ge=1)
+    dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
 
 class LoRAQV(nn.Module):

@@ -29,6 +29,7 @@ from torch import nn
 
 from gist_ray.errors import ConfigError
 from gist_ray.methods.base import blocks, check_sites, register_method, site_linear
+from gist_ray.typed_config import setting
 
 HAVE_PEFT = importlib.util.find_spec("peft") is not None  # optional dependency
 
@@ -45,13 +46,11 @@ SITE_PATTERNS = {"qkv": r"attn\.qkv", "proj": r"attn\.proj", "fc1": r"mlp\.fc1",
 class PeftLowRankConfig:
     """Knobs of the low-rank tuners (LoRA, DoRA, LoHa, LoKr)."""
 
-    rank: int = 8
+    rank: int = setting(8, ge=1)
     alpha: float = 8.0
     targets: list[str] = field(default_factory=lambda: ["qkv"])
 
     def check(self, where: str) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
         check_sites(self.targets, where)
 
 

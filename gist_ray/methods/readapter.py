@@ -33,22 +33,19 @@ from gist_ray.methods.base import (
     register_method,
     set_site,
 )
+from gist_ray.typed_config import setting
 
 
 @dataclass
 class RepAdapterConfig:
-    hidden: int = 8
+    hidden: int = setting(8, ge=1)
     groups: int = 2
     scale: float = 1.0
-    dropout: float = 0.1
+    dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
     def check(self, where: str) -> None:
-        if self.hidden < 1:
-            raise ConfigError(f"{where}.hidden: must be >= 1, got {self.hidden}")
         if self.groups < 1 or self.hidden % self.groups:
             raise ConfigError(f"{where}.groups: must be >= 1 and divide hidden ({self.hidden}), got {self.groups}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
 
 
 class LinearAdapter(nn.Module):

@@ -13,17 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.errors import ConfigError
 from gist_ray.methods.base import backbone_ops, merge_wrappers, register_method, unwrap
+from gist_ray.typed_config import setting
 
 
 @dataclass
 class SSFConfig:
-    init_std: float = 0.02
-
-    def check(self, where: str) -> None:
-        if self.init_std < 0:
-            raise ConfigError(f"{where}.init_std: must be >= 0, got {self.init_std}")
+    init_std: float = setting(0.02, ge=0.0)
 
 
 def out_channels(module: nn.Module) -> int:

@@ -39,6 +39,7 @@ from gist_ray.methods.base import (
     set_site,
     site_linear,
 )
+from gist_ray.typed_config import setting
 
 QKV_PARTS = ("q", "k", "v")  # thirds of timm's fused qkv output rows
 TARGETS = QKV_PARTS + tuple(SITES)
@@ -47,17 +48,13 @@ WHOLE = "all"  # the part name of a wholly adapted layer
 
 @dataclass
 class VeRAConfig:
-    rank: int = 256
+    rank: int = setting(256, ge=1)
     d_init: float = 0.1
     projection_seed: int = 0
-    dropout: float = 0.0
+    dropout: float = setting(0.0, ge=0.0, lt=1.0)
     targets: list[str] = field(default_factory=lambda: ["q", "v"])
 
     def check(self, where: str) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"{where}.rank: must be >= 1, got {self.rank}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
         bad = [t for t in self.targets if t not in TARGETS]
         if not self.targets or bad or len(set(self.targets)) < len(self.targets):
             raise ConfigError(f"{where}.targets: expected a non-empty list of distinct {list(TARGETS)}, "

@@ -19,20 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.errors import ConfigError
 from gist_ray.methods.base import dims, register_method, wrap_blocks
+from gist_ray.typed_config import setting
 
 
 @dataclass
 class VPTConfig:
-    length: int = 5
-    dropout: float = 0.0
-
-    def check(self, where: str) -> None:
-        if self.length < 1:
-            raise ConfigError(f"{where}.length: must be >= 1, got {self.length}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
+    length: int = setting(5, ge=1)
+    dropout: float = setting(0.0, ge=0.0, lt=1.0)
 
 
 class PromptBlock(nn.Module):

@@ -31,7 +31,6 @@ from gist_ray.losses import gist_objective
 from gist_ray.model import apply_trainable, build_from_config, save_trainable, trainable_counts, unwrap
 from gist_ray.timing import phase, record
 from gist_ray.train.checkpoint import (
-    CHECKSUMS_FILE,
     STATE_FILE,
     WEIGHTS_FILE,
     CheckpointError,
