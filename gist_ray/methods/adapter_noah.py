@@ -17,11 +17,19 @@ Activation QuickGELU, dropout 0.1 after it. Trains: the adapters.
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from gist_ray.methods._bottleneck import Bottleneck, QuickGELU, trunc_normal_
 from gist_ray.methods.adapter_houlsby import Residual
-from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
+from gist_ray.methods.base import (
+    AdapterBlock,
+    attn_out,
+    block_dim,
+    per_block,
+    register_method,
+    residual1,
+    residual2,
+    wrap_blocks,
+)
 from gist_ray.typed_config import setting
 
 TIMM_VIT_STD = 0.02
@@ -33,13 +41,8 @@ class NoahAdapterConfig:
     dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
 
-class PostMlpAdapterBlock(nn.Module):
+class PostMlpAdapterBlock(AdapterBlock):
     """A timm Block whose MLP branch (after layer scale and drop-path) passes through ``adapter``."""
-
-    def __init__(self, inner: nn.Module, adapter: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.adapter = adapter
 
     def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
         b = self.inner

@@ -20,7 +20,16 @@ import torch
 from torch import nn
 
 from gist_ray.methods._bottleneck import Bottleneck, kaiming_, zeros_
-from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
+from gist_ray.methods.base import (
+    AdapterBlock,
+    attn_out,
+    block_dim,
+    per_block,
+    register_method,
+    residual1,
+    residual2,
+    wrap_blocks,
+)
 from gist_ray.typed_config import setting
 
 
@@ -31,13 +40,8 @@ class AdaptFormerConfig:
     dropout: float = setting(0.1, ge=0.0, lt=1.0)
 
 
-class ParallelMlpAdapterBlock(nn.Module):
+class ParallelMlpAdapterBlock(AdapterBlock):
     """A timm Block with ``adapter(x)`` added next to the MLP branch, ``x`` the stream after the attention branch."""
-
-    def __init__(self, inner: nn.Module, adapter: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.adapter = adapter
 
     def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
         b = self.inner

@@ -123,6 +123,16 @@ def plain_linear(module: nn.Module) -> nn.Linear:
     return module
 
 
+class AdapterBlock(nn.Module):
+    """A timm Block (``inner``) plus one ``adapter`` module; a subclass's ``forward`` says where the adapter joins
+    the block (in parallel to a branch, after a branch, ...)."""
+
+    def __init__(self, inner: nn.Module, adapter: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.adapter = adapter
+
+
 class SharedRef:
     """A reference to a module registered once elsewhere (not a child here, so its parameters count once)."""
 

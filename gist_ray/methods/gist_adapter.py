@@ -20,7 +20,16 @@ import torch
 from torch import nn
 
 from gist_ray.methods._bottleneck import Bottleneck, trunc_normal_, zeros_
-from gist_ray.methods.base import attn_out, block_dim, per_block, register_method, residual1, residual2, wrap_blocks
+from gist_ray.methods.base import (
+    AdapterBlock,
+    attn_out,
+    block_dim,
+    per_block,
+    register_method,
+    residual1,
+    residual2,
+    wrap_blocks,
+)
 from gist_ray.typed_config import setting
 
 TIMM_VIT_STD = 0.02  # timm's init_weights_vit_timm: trunc_normal_(std=.02), zero bias
@@ -34,13 +43,8 @@ class GistAdapterConfig:
     # True starts training exactly at the pretrained function
 
 
-class SharedParallelAdapterBlock(nn.Module):
+class SharedParallelAdapterBlock(AdapterBlock):
     """A timm Block with one adapter added in parallel to both branches."""
-
-    def __init__(self, inner: nn.Module, adapter: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.adapter = adapter
 
     def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
         b = self.inner
