@@ -14,7 +14,7 @@ pytest.importorskip("transformers")
 from text_fixtures import QUOTED, write_glue_hf, write_glue_tsv  # noqa: E402
 
 from gist_ray.text import glue  # noqa: E402
-from gist_ray.text.check import check_glue_root  # noqa: E402
+from gist_ray.text.check import check_glue_root, is_warning  # noqa: E402
 from gist_ray.text.data import TextDataConfig, check_text_splits, load_text_split  # noqa: E402
 from gist_ray.text.synthetic import word_tokenizer  # noqa: E402
 
@@ -117,6 +117,7 @@ def test_checker_reports_each_problem_once_with_its_place(tsv_root):
     root, _ = tsv_root
     problems = check_glue_root(str(root))
     assert len(problems) == 1 and "QQP/train.tsv:4: 4 columns, expected 6 (skipped by the loader" in problems[0]
+    assert is_warning(problems[0])
     (root / "MRPC" / "dev.tsv").unlink()
     f = root / "STS-B" / "train.tsv"
     f.write_text(f.read_text().replace("\t1.800\n", "\tn/a\n"))
@@ -124,6 +125,7 @@ def test_checker_reports_each_problem_once_with_its_place(tsv_root):
     f.write_text(f.read_text().replace("gj04\t1\t", "gj04\t7\t", 1))
     problems = check_glue_root(str(root))
     text = "\n".join(problems)
+    assert sum(not is_warning(p) for p in problems) == 3
     assert f"{root / 'MRPC' / 'dev.tsv'}: missing" in text
     assert f"{root / 'STS-B' / 'train.tsv'}:4: STS-B score 'n/a'" in text
     assert f"{root / 'CoLA' / 'train.tsv'}:2: unknown label '7'" in text
@@ -178,6 +180,9 @@ def test_truncation_and_the_batch_interface(tsv_root, cache):
     assert (batch["input_ids"][pad] == tok.pad_token_id).all()
     assert batch["input_ids"][0, 0] == tok.cls_token_id and set(batch) == {"input_ids", "attention_mask",
                                                                            "token_type_ids"}
+    wide = short.inputs(rows, pad_to_multiple_of=16)
+    assert wide["input_ids"].shape[1] % 16 == 0 and torch.equal(wide["attention_mask"].sum(1),
+                                                                batch["attention_mask"].sum(1))
 
 
 def test_preflight_names_the_missing_file(tsv_root):

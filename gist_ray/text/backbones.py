@@ -141,12 +141,32 @@ def _tiny(spec: TextBackbone) -> tuple[nn.Module, Any, TextFamily]:
     return _random_model(family, config).float(), tokenizer, family
 
 
-def load_text_backbone(name: str, weights: str = "auto") -> LoadedBackbone:
-    """The encoder, tokenizer and family of text backbone ``name`` (see the module docstring for ``weights``)."""
+def load_text_tokenizer(name: str, weights: str = "auto") -> Any:
+    """Only the tokenizer of text backbone ``name`` (what a sweep driver needs to tokenise into the cache before
+    any trial starts, without loading weights)."""
+    from transformers import AutoTokenizer
+
+    spec = _spec(name)
+    kind, _, ref = spec.source.partition(":")
+    if weights not in ("auto", "none", "hub"):
+        return AutoTokenizer.from_pretrained(str(Path(weights).expanduser()), local_files_only=True)
+    if kind == "tiny":
+        return word_tokenizer("t5" if spec.family.name == "t5" else "bert")
+    if kind == "package":
+        return AutoTokenizer.from_pretrained(str(package_dir(ref)), local_files_only=True)
+    return AutoTokenizer.from_pretrained(ref)
+
+
+def _spec(name: str) -> TextBackbone:
     if not is_text_backbone(name):
         raise ValueError(f"unknown text backbone {name!r}; known: {', '.join(TEXT_BACKBONES.names())} "
                          "(or a Hugging Face model id org/name)")
-    spec = TEXT_BACKBONES.get(name) if name in TEXT_BACKBONES else TextBackbone(name, f"hub:{name}", "")
+    return TEXT_BACKBONES.get(name) if name in TEXT_BACKBONES else TextBackbone(name, f"hub:{name}", "")
+
+
+def load_text_backbone(name: str, weights: str = "auto") -> LoadedBackbone:
+    """The encoder, tokenizer and family of text backbone ``name`` (see the module docstring for ``weights``)."""
+    spec = _spec(name)
     kind, _, ref = spec.source.partition(":")
     if weights not in ("auto", "none", "hub"):
         path = Path(weights).expanduser()

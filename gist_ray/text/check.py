@@ -16,6 +16,12 @@ from gist_ray.text import glue
 from gist_ray.text.metrics import STSB_MAX
 
 REQUIRED = {"mnli": ("train", "dev_matched", "dev_mismatched")}
+SKIPPED = " (skipped by the loader: known in the official QQP files)"
+
+
+def is_warning(line: str) -> bool:
+    """A reported line that does not stop loading (QQP's malformed rows, which the loader skips)."""
+    return line.endswith(SKIPPED)
 
 
 def _label_problems(task: glue.GlueTask, rows: glue.TsvRows, path: Path) -> list[str]:
@@ -50,10 +56,10 @@ def _check_tsv_task(d: Path, task: glue.GlueTask) -> list[str]:
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             problems.append(str(exc))
             continue
-        skipped = " (skipped by the loader: known in the official QQP files)" if task.key in glue.SKIP_MALFORMED else ""
+        skipped = SKIPPED if task.key in glue.SKIP_MALFORMED else ""
         problems += [m + skipped for m in rows.malformed[:20]]
         if len(rows.malformed) > 20:
-            problems.append(f"{path}: {len(rows.malformed) - 20} more malformed rows not listed")
+            problems.append(f"{path}: {len(rows.malformed) - 20} more malformed rows not listed{skipped}")
         if not rows.lines:
             problems.append(f"{path}: no rows")
             continue

@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--n-train", type=int, default=800)
+    p.add_argument("--n-train", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    cfg = TextDataConfig(task=args.task, n_train=args.n_train, n_val=200, n_test=400, max_length=64)
+    cfg = TextDataConfig(task=args.task, n_train=args.n_train, n_val=200, n_test=200, max_length=64)
     rows = [run_one(args.backbone, args.method, gist, cfg, args.epochs, args.lr, args.batch_size, args.seed)
             for gist in (False, True)]
     keys = list(rows[0])

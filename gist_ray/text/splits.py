@@ -81,13 +81,14 @@ class TextSplit:
     def lengths(self) -> torch.Tensor:
         return self.offsets[1:] - self.offsets[:-1]
 
-    def inputs(self, idx: torch.Tensor | Sequence[int]) -> dict[str, torch.Tensor]:
+    def inputs(self, idx: torch.Tensor | Sequence[int], pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
         """``input_ids``, ``attention_mask`` (and ``token_type_ids``) of rows ``idx``, right-padded to their
-        longest row, as int64 CPU tensors ready for ``model(**inputs)``."""
+        longest row (rounded up to ``pad_to_multiple_of``: fewer distinct shapes for torch.compile), as int64 CPU
+        tensors ready for ``model(**inputs)``."""
         rows = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
         offsets = self.offsets.numpy()
         starts, lens = offsets[rows], offsets[rows + 1] - offsets[rows]
-        width = int(lens.max())
+        width = -(-int(lens.max()) // pad_to_multiple_of) * pad_to_multiple_of
         pos = np.arange(width)[None, :]
         mask = pos < lens[:, None]
         flat = starts[:, None] + np.minimum(pos, lens[:, None] - 1)

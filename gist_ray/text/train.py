@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -59,8 +59,10 @@ def linear_schedule(warmup: int, total: int):
 def train_text(model: nn.Module, train: TextSplit, *, epochs: int = 1, batch_size: int = 32, lr: float = 3e-4,
                weight_decay: float = 0.0, warmup_steps: int = 0, max_steps: int | None = None,
                loss: GistLoss | None = None, grad_clip: float = 1.0, seed: int = 0,
-               device: torch.device | str | None = None) -> list[dict[str, float]]:
-    """Train ``model`` in place; returns one record per step (``loss`` and every part the objective reports)."""
+               device: torch.device | str | None = None,
+               on_epoch_end: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+    """Train ``model`` in place; returns one record per step (``loss`` and every part the objective reports).
+    ``on_epoch_end(epoch)`` (1-based) runs after each full epoch, e.g. to evaluate and keep the best state."""
     if not train.labelled:
         raise ValueError(f"split {train.name!r} has unlabelled rows; it cannot be trained on")
     loss = loss or GistLoss()
@@ -73,7 +75,7 @@ def train_text(model: nn.Module, train: TextSplit, *, epochs: int = 1, batch_siz
     params = [p for p in model.parameters() if p.requires_grad]
     history: list[dict[str, float]] = []
     gen = torch.Generator().manual_seed(seed)
-    for _epoch in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(len(train), generator=gen)
         for i in range(0, len(order), batch_size):
             if len(history) >= total:
@@ -95,6 +97,9 @@ def train_text(model: nn.Module, train: TextSplit, *, epochs: int = 1, batch_siz
             if not math.isfinite(record["loss"]):
                 raise FloatingPointError(f"training loss became {record['loss']} at step {len(history) + 1}")
             history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+            model.train()
     return history
 
 
