@@ -24,8 +24,12 @@ pytestmark = pytest.mark.slow  # loads 90 MB of weights
 
 @pytest.fixture
 def offline(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # read once at import (timm may have imported huggingface_hub before this test): set the constant too
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
     def refuse(self, *args, **kwargs):
         raise AssertionError(f"network access attempted: {args}")
