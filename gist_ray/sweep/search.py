@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+from ray.tune.search.optuna import OptunaSearch
 
 from gist_ray.sweep.space import Dist, SweepSpec
 
 
-def optuna_distribution(d: Dist):
-    import optuna.distributions as od
+class NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable: optuna 5's genetic samplers hold a ``threading.Lock``, which Ray Tune
+    cannot pickle when it saves the searcher's state; the lock is dropped on pickling and made anew after."""
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
+
+def optuna_distribution(d: Dist):
+    od = optuna.distributions
     if d.kind in ("choice", "fixed"):
         return od.CategoricalDistribution(d.probe_values())
     if d.kind == "uniform":
@@ -29,21 +47,17 @@ def objectives(spec: SweepSpec) -> tuple[list[str], list[str]]:
 
 
 def make_sampler(spec: SweepSpec):
-    import optuna
-
     s = spec.search
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.sampler == "grid":
         return optuna.samplers.GridSampler({k: d.probe_values() for k, d in spec.space.items()}, seed=s.seed)
     if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed)
+        return NSGAIISampler(seed=s.seed)
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(4, s.num_samples))
 
 
 def make_search_alg(spec: SweepSpec):
-    from ray.tune.search.optuna import OptunaSearch
-
     metrics, modes = objectives(spec)
     multi = len(metrics) > 1
     space: Any = spec.define_by_run or {k: optuna_distribution(d) for k, d in spec.space.items()}
@@ -57,8 +71,6 @@ def make_search_alg(spec: SweepSpec):
 
 
 def make_scheduler(spec: SweepSpec, max_t: int):
-    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
-
     s = spec.search
     if s.scheduler == "asha":
         return ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode, max_t=max_t,
