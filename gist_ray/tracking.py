@@ -1,21 +1,46 @@
-"""MLflow: experiments, a parent run per sweep, a child run per trial, tags, and closing runs.
+"""MLflow: experiments, runs found again by tags, paging, roles and protocols, closing runs.
 
 All writes happen in one process (the Tune driver, or the Train controller for ``gist-ray train``), so the
 default SQLite store never sees concurrent writers. Runs are found again by tags (``gist_ray.sweep``,
 ``gist_ray.trial_id``, ``gist_ray.run``), so a resumed sweep or run reuses them instead of duplicating.
+
+Every run that carries a number says what the number is:
+
+- ``gist_ray.role``: ``tuning`` (a trial of a search: a selection score, never a result), ``refit`` (the
+  selected configuration retrained and tested once, VTAB protocol), ``repeat`` (a selected configuration rerun
+  over seeds), ``cell`` (a study cell), ``single`` (one ``gist-ray train`` run);
+- ``gist_ray.protocol``: how its test number was produced: ``vtab`` (select on val200, refit on train800val200,
+  test once), ``none`` (train, test once at the end), or any other value a later protocol writes (reports group
+  by it and never mix two).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from typing import Any, Iterable
+import time
+from typing import Any
 
-KIND_TAG = "gist_ray.kind"
+KIND_TAG = "gist_ray.kind"  # what the run is in the hierarchy: sweep (parent), trial, train, study
 SWEEP_TAG = "gist_ray.sweep"
 TRIAL_TAG = "gist_ray.trial_id"
 RUN_TAG = "gist_ray.run"
 PARENT_TAG = "mlflow.parentRunId"
+ROLE_TAG = "gist_ray.role"
+PROTOCOL_TAG = "gist_ray.protocol"
+RANK_TAG = "gist_ray.selection_rank"  # 1 = the best configuration of the search that selected it
+CONFIG_TAG = "gist_ray.config"  # a trial's sampled overrides, JSON (typed, for resuming its searcher)
+TRIAL_DIRS_TAG = "gist_ray.trial_dirs"  # JSON list of the Tune trial directories that trained it, newest first
+
+TUNING, REFIT, REPEAT, CELL, SINGLE = "tuning", "refit", "repeat", "cell", "single"
+ROLES = (TUNING, REFIT, REPEAT, CELL, SINGLE)
+FINAL_ROLES = (REFIT, REPEAT, CELL, SINGLE)  # runs whose number is a result (tuning trials select, not report)
+PROTOCOLS = {
+    "vtab": "VTAB-1k protocol: selected on val200, refit on train800val200, tested once",
+    "none": "trained on the train split, tested once at the end (no selection on test)",
+}
+DONE = ("FINISHED", "FAILED")  # final MLflow statuses: the run's work is over (KILLED / RUNNING: unfinished)
 
 
 def client(uri: str):
@@ -43,11 +68,12 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_tags(cfg_dict: dict) -> dict[str, str]:
-    """The tags researchers filter on: method, backbone, gist on/off, dataset, seed."""
+def run_tags(cfg_dict: dict, role: str | None = None, protocol: str | None = None) -> dict[str, str]:
+    """The tags researchers filter on (method, backbone, gist on/off, dataset, seed) and, when given, the run's
+    role (one of ``ROLES``) and protocol (free text: ``vtab``, ``none``, ...)."""
     data = cfg_dict["data"]
     dataset = data["task"] if data["name"] in ("synthetic", "vtab", "fgvc") else data["name"]
-    return {
+    tags = {
         "method": cfg_dict["method"]["name"],
         "backbone": cfg_dict["model"]["backbone"],
         "gist": str(bool(cfg_dict["gist"]["enabled"])).lower(),
@@ -55,6 +81,35 @@ def run_tags(cfg_dict: dict) -> dict[str, str]:
         "data_source": data["name"],
         "seed": str(cfg_dict["train"]["seed"]),
     }
+    if role is not None:
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: one of {', '.join(ROLES)}")
+        tags[ROLE_TAG] = role
+    if protocol is not None:
+        tags[PROTOCOL_TAG] = str(protocol)
+    return tags
+
+
+def role_of(tags: dict[str, str]) -> str | None:
+    """A run's role: its ``gist_ray.role`` tag, else inferred for runs logged before roles existed
+    (sweep parents and study runs have none)."""
+    if tags.get(ROLE_TAG):
+        return tags[ROLE_TAG]
+    kind = tags.get(KIND_TAG)
+    if kind == "trial":
+        if tags.get("gist_ray.study"):
+            return CELL
+        return REPEAT if tags.get(SWEEP_TAG, "").endswith("-seeds") else TUNING
+    if kind == "train":
+        return REFIT if tags.get(KIND_TAG + "_phase") == "refit" else SINGLE
+    return None
+
+
+def protocol_of(tags: dict[str, str]) -> str:
+    """A run's protocol tag; runs logged before the tag existed: ``vtab`` for refits, else ``none``."""
+    if tags.get(PROTOCOL_TAG):
+        return tags[PROTOCOL_TAG]
+    return "vtab" if role_of(tags) == REFIT else "none"
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
@@ -67,10 +122,54 @@ def numeric_metrics(result: dict) -> dict[str, float]:
     return out
 
 
+def tag_filter(tags: dict[str, str], *extra: str) -> str:
+    return " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + list(extra))
+
+
+def search_all(c, exp_id: str, filter_string: str = "", deleted: bool = False) -> list:
+    """Every run matching ``filter_string`` (all pages), oldest first; ``deleted`` also returns deleted runs."""
+    from mlflow.entities import ViewType
+
+    view = ViewType.ALL if deleted else ViewType.ACTIVE_ONLY
+    runs, token = [], None
+    while True:
+        page = c.search_runs([exp_id], filter_string=filter_string, run_view_type=view, max_results=1000,
+                             order_by=["attributes.start_time ASC"], page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def find_run(c, exp_id: str, tags: dict[str, str]):
-    flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = c.search_runs([exp_id], filter_string=flt, max_results=1)
+    """The oldest active run carrying all of ``tags``, or None."""
+    runs = c.search_runs([exp_id], filter_string=tag_filter(tags), max_results=1,
+                         order_by=["attributes.start_time ASC"])
     return runs[0] if runs else None
+
+
+def open_run(c, exp_id: str, tags: dict[str, str], name: str, extra_tags: dict[str, str] | None = None,
+             params: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """Reopen (status RUNNING) the run identified by ``tags`` or create it with ``extra_tags`` and ``params``.
+    Returns ``(run_id, created)``. Tags in ``extra_tags`` that a reopened run lacks are added."""
+    found = find_run(c, exp_id, tags)
+    if found is not None:
+        run_id = found.info.run_id
+        if found.info.status != "RUNNING":
+            c.update_run(run_id, "RUNNING")
+        for k, v in (extra_tags or {}).items():
+            if k not in found.data.tags:
+                c.set_tag(run_id, k, v)
+        return run_id, False
+    run_id = c.create_run(exp_id, run_name=name, tags={**tags, **(extra_tags or {})}).info.run_id
+    if params:
+        log_params(c, run_id, params)
+    return run_id, True
+
+
+def last_epoch(c, run_id: str) -> int:
+    """The highest epoch the run has logged (0: none)."""
+    return max((int(m.step) for m in c.get_metric_history(run_id, "epoch")), default=0)
 
 
 def log_params(c, run_id: str, params: dict[str, Any]) -> None:
@@ -83,8 +182,6 @@ def log_params(c, run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_metrics(c, run_id: str, metrics: dict[str, float], step: int) -> None:
-    import time
-
     from mlflow.entities import Metric
 
     ts = int(time.time() * 1000)
@@ -93,12 +190,31 @@ def log_metrics(c, run_id: str, metrics: dict[str, float], step: int) -> None:
 
 def close_open_runs(c, exp_id: str, tags: dict[str, str], status: str = "KILLED") -> int:
     """Terminate runs matching ``tags`` still marked RUNNING (e.g. after a crash); returns how many."""
-    flt = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'RUNNING'"])
-    runs = c.search_runs([exp_id], filter_string=flt, max_results=10_000)
+    runs = search_all(c, exp_id, tag_filter(tags, "attributes.status = 'RUNNING'"))
     for r in runs:
         c.set_terminated(r.info.run_id, status)
     return len(runs)
 
 
-def ids(runs: Iterable) -> list[str]:
-    return [r.info.run_id for r in runs]
+def retire_run(c, run_id: str, reason: str) -> None:
+    """Take a run out of every count: tagged with ``reason``, KILLED, soft-deleted (``mlflow runs restore --run-id``
+    brings it back)."""
+    c.set_tag(run_id, "gist_ray.orphaned", reason)
+    c.set_terminated(run_id, "KILLED")
+    c.delete_run(run_id)
+
+
+def json_tag(value: Any) -> str:
+    """A JSON tag value (MLflow tags hold up to 8000 characters)."""
+    text = json.dumps(value, sort_keys=True)
+    if len(text) > 8000:
+        raise ValueError(f"tag value too long for MLflow ({len(text)} > 8000 characters)")
+    return text
+
+
+def read_json_tag(tags: dict[str, str], key: str, default: Any = None) -> Any:
+    try:
+        return json.loads(tags[key])
+    except (KeyError, TypeError, ValueError):
+        return default
+

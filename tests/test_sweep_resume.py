@@ -1,69 +1,99 @@
-"""A sweep whose driver is SIGKILLed mid-way resumes with `--resume`: nothing rerun, nothing duplicated."""
+"""A driver SIGKILLed at any moment resumes with `--resume`: finished work is never redone or duplicated.
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+One small sweep (6 trials, 2 at a time, ASHA stopping some, the VTAB refit and a repeat of the best over two
+seeds) is killed at one moment after another, each `--resume` being killed again at the next moment, then
+resumed to the end. After every kill: no trial MLflow held as FINISHED was scheduled again or logged anything
+more, every run holds each of its epochs once, and no more runs than planned. At the end: exactly the planned runs,
+none RUNNING, Optuna holding one COMPLETE trial per finished trial, and the sweep's best trial MLflow's.
+"""
 
-import mlflow
+from __future__ import annotations
+
+import re
+
 import pytest
 import yaml
+from kill_harness import changed_history, counts, drive, optuna_counts, rescheduled, snapshot, trial_dirs
 
 from test_sweep import tiny_base
 
 pytestmark = pytest.mark.slow
 
+EPOCHS = 4
+SWEEP = "chain"
+# (moment, what it exercises); each driver after the first is a --resume of the one killed before it
+CHAIN = [
+    ("progress:1", "after the first progress line"),
+    (f"final:{EPOCHS}", "right after a trial's final report (resumed driver, killed again)"),
+    ("progress:1", "after the first progress line of a resumed driver (third kill in a row)"),
+    ("start", "as a resumed driver starts its first trial"),
+    ("refit:2", "during the VTAB refit, after its epoch 2"),
+    (f"final:{EPOCHS}", "during repeat_best, right after a repeat's final report"),
+    ("", "the last resume, to the end"),
+]
 
-def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
+
+def chain_sweep(tmp_path) -> list[str]:
     base = tiny_base(tmp_path)
-    base["train"].update({"epochs": 4, "checkpoint_every": 1})
-    doc = {"name": "resumable", "base": base,
-           "search": {"num_samples": 6, "max_concurrent_trials": 2, "sampler": "tpe", "scheduler": "none"},
+    base["train"].update({"epochs": EPOCHS, "checkpoint_every": 1})
+    doc = {"name": SWEEP, "base": base, "protocol": "vtab",
+           "search": {"num_samples": 6, "max_concurrent_trials": 2, "sampler": "tpe", "scheduler": "asha",
+                      "grace_period": 1, "reduction_factor": 2, "repeat_best": 1, "repeat_seeds": [1, 2],
+                      "initial_points": [{"gist.lam": 0.75, "train.lr": 3e-3}, {"gist.lam": 0.25, "train.lr": 3e-3}]},
            "space": {"gist.lam": {"uniform": [0.1, 1.0]}, "train.lr": {"loguniform": [1e-3, 1e-2]}}}
-    space = tmp_path / "resumable.yaml"
-    space.write_text(yaml.safe_dump(doc))
-    cmd = [sys.executable, "-m", "gist_ray.cli", "sweep", str(space)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return ["sweep", str(path)]
 
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    log = []
-    for line in proc.stdout:
-        log.append(line)
-        if "2/6 finished" in line or "3/6 finished" in line or time.time() > deadline:
-            break
-    assert any("finished" in ln for ln in log), "".join(log[-30:])
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    proc.wait()
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    client = mlflow.tracking.MlflowClient()
-    before = mlflow.search_runs(experiment_names=["tests"])
-    done_before = before[(before["tags.gist_ray.kind"] == "trial") & (before["status"] == "FINISHED")]
-    assert len(done_before) >= 2
-    history_before = {r: len(client.get_metric_history(r, "train/loss")) for r in done_before.run_id}
+def test_a_sweep_killed_at_moment_after_moment_redoes_and_duplicates_nothing(tmp_path):
+    args = chain_sweep(tmp_path)
+    db = tmp_path / "mlflow.db"
+    seeds = f"{SWEEP}-seeds"
+    snap, dirs = {}, {SWEEP: {}, seeds: {}}
+    for i, (moment, what) in enumerate(CHAIN):
+        res = drive(tmp_path, args + (["--resume"] if i else []), kill_at=moment)
+        assert res["killed"] == bool(moment), f"{what}: rc {res['rc']}\n{res['out'][-3000:]}"
+        now = snapshot(db, "tests")
+        now_dirs = {s: trial_dirs(tmp_path, s) for s in (SWEEP, seeds)}
+        for sweep in (SWEEP, seeds):
+            c = counts(now, sweep)
+            assert c["finished_twice"] == 0 and c["epochs_not_once"] == 0, (what, sweep, c)
+            assert c["active"] <= (6 if sweep == SWEEP else 2) and c["parents"] <= 1, (what, sweep, c)
+            assert not rescheduled(snap, dirs[sweep], now_dirs[sweep], sweep), (what, sweep)
+        assert not changed_history(snap, now), what  # no finished run (trial or refit) logged anything more
+        refits = [r for r in now.values() if r["phase"] == "refit" and r["stage"] == "active"]
+        assert len(refits) <= 1 and all(r["steps"] == list(range(1, len(r["steps"]) + 1)) for r in refits), what
+        snap, dirs = now, now_dirs
 
-    out = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert counts(snap, SWEEP) == {"active": 6, "finished": 6, "running": 0, "deleted": 0, "finished_twice": 0,
+                                   "epochs_not_once": 0, "parents": 1}
+    assert counts(snap, seeds)["active"] == counts(snap, seeds)["finished"] == 2
+    assert [r["steps"] for r in snap.values() if r["phase"] == "refit"] == [[1, 2, 3, 4]]
+    assert optuna_counts(tmp_path, SWEEP) == {"COMPLETE": 6}
+    # the sweep's own best (printed by the last resume, from its table) is MLflow's best finished trial
+    trials = [r for r in snap.values() if r["sweep"] == SWEEP and r["kind"] == "trial" and r["stage"] == "active"]
+    best = max(trials, key=lambda r: r["metrics"]["val/acc"])
+    printed = re.search(r"best trial (\w+): val/acc=([0-9.]+)", res["out"])
+    assert printed and printed.group(1) == best["trial_id"], res["out"][-2000:]
+    assert float(printed.group(2)) == pytest.approx(best["metrics"]["val/acc"], abs=1e-4)
 
-    after = mlflow.search_runs(experiment_names=["tests"])
-    trials = after[after["tags.gist_ray.kind"] == "trial"]
-    assert len(trials) == 6 and len(after[after["tags.gist_ray.kind"] == "sweep"]) == 1
-    assert set(after["status"]) == {"FINISHED"}, after["status"].value_counts()
-    assert trials["tags.gist_ray.trial_id"].nunique() == 6
-    for run_id, n in history_before.items():  # finished trials were not rerun
-        assert len(client.get_metric_history(run_id, "train/loss")) == n == 4
-    for run_id in trials.run_id:  # every trial has each epoch exactly once, resumed ones included
-        steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
-        assert sorted(set(steps)) == [1, 2, 3, 4], steps
 
-    from ray.tune.search.optuna import OptunaSearch
-
-    searcher = OptunaSearch()
-    searcher.restore_from_dir(str(tmp_path / "runs" / "sweeps" / "resumable"))
-    study = searcher._ot_study
-    assert len(study.trials) == 6
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
+def test_a_killed_train_run_reruns_into_the_same_run_with_each_epoch_once(tmp_path):
+    base = tiny_base(tmp_path)
+    base["train"].update({"epochs": EPOCHS, "checkpoint_every": 1})
+    base["name"] = "single"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(base))
+    first = drive(tmp_path, ["train", str(cfg)], kill_at="train:2")
+    assert first["killed"], first["out"][-3000:]
+    before = snapshot(tmp_path / "mlflow.db", "tests")
+    (run_id, run), = before.items()
+    assert run["status"] == "RUNNING" and run["steps"] == [1, 2]
+    again = drive(tmp_path, ["train", str(cfg)])
+    assert again["rc"] == 0, again["out"][-3000:]
+    after = snapshot(tmp_path / "mlflow.db", "tests")
+    assert list(after) == [run_id]
+    run = after[run_id]
+    assert run["status"] == "FINISHED" and run["steps"] == [1, 2, 3, 4] and run["role"] == "single"
+    assert run["times"][:2] == before[run_id]["times"]  # epochs 1-2 logged once, by the first driver

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from ray.tune import Callback
 
 from gist_ray import tracking
 from gist_ray.config import to_dict
 from gist_ray.sweep.space import SweepSpec, apply_overrides
+from gist_ray.sweep.trial import config_key
 
 
 class MlflowSweepCallback(Callback):
-    """A parent run per sweep, a child run per trial; found again by tags on resume; never left RUNNING."""
+    """A parent run per sweep, a child run per trial; never left RUNNING.
 
-    def __init__(self, spec: SweepSpec, uri: str, experiment: str) -> None:
+    ``continued``: unfinished trials of a killed driver (``gist_ray.sweep.ledger``); a new Tune trial with the same
+    sampled config takes over the old trial's run (its epochs already logged are not logged again). ``role`` and
+    ``protocol`` tag every child (``gist_ray.tracking``); ``tags_for(config)`` adds tags per trial."""
+
+    def __init__(self, spec: SweepSpec, uri: str, experiment: str, role: str = tracking.TUNING,
+                 protocol: str | None = None, continued: Iterable[Any] = (),
+                 tags_for: Callable[[dict], dict[str, str]] | None = None) -> None:
         self.spec, self.uri, self.experiment = spec, uri, experiment
+        self.role, self.protocol, self.tags_for = role, protocol or spec.protocol, tags_for
+        self.continued: dict[str, list] = {}
+        for t in continued:
+            self.continued.setdefault(config_key(t.config), []).append(t)
         self.children: dict[str, str] = {}
         self.logged_epoch: dict[str, int] = {}  # per trial: the last epoch already in MLflow
         self.ended: set[str] = set()  # trials whose run already has its final status (and end time)
@@ -32,21 +43,18 @@ class MlflowSweepCallback(Callback):
         return self._c
 
     def open_parent(self) -> str:
-        tags = {tracking.SWEEP_TAG: self.spec.name, tracking.KIND_TAG: "sweep"}
-        found = tracking.find_run(self.c, self.exp_id, tags)
-        if found:
-            self.parent_id = found.info.run_id
-            self.c.update_run(self.parent_id, "RUNNING")
-        else:
-            self.parent_id = self.c.create_run(self.exp_id, run_name=self.spec.name, tags=tags).info.run_id
-            s = self.spec.search
-            tracking.log_params(self.c, self.parent_id, {
-                "search.sampler": s.sampler, "search.scheduler": s.scheduler, "search.num_samples": s.num_samples,
-                "search.metric": s.metric, "search.mode": s.mode, "search.objectives": s.objectives,
-                "space": {k: [d.kind, d.args] for k, d in self.spec.space.items()} or "define-by-run",
-            })
-            if self.spec.source:
-                self.c.log_artifact(self.parent_id, self.spec.source, "sweep")
+        s = self.spec.search
+        params = {
+            "search.sampler": s.sampler, "search.scheduler": s.scheduler, "search.num_samples": s.num_samples,
+            "search.metric": s.metric, "search.mode": s.mode, "search.objectives": s.objectives,
+            "space": {k: [d.kind, d.args] for k, d in self.spec.space.items()} or "define-by-run",
+        }
+        self.parent_id, created = tracking.open_run(
+            self.c, self.exp_id, {tracking.SWEEP_TAG: self.spec.name, tracking.KIND_TAG: "sweep"}, self.spec.name,
+            extra_tags={tracking.PROTOCOL_TAG: self.protocol},
+            params=params)
+        if created and self.spec.source:
+            self.c.log_artifact(self.parent_id, self.spec.source, "sweep")
         return self.parent_id
 
     def trial_config(self, trial) -> dict:
@@ -57,18 +65,25 @@ class MlflowSweepCallback(Callback):
     def _child(self, trial) -> str:
         if trial.trial_id in self.children:
             return self.children[trial.trial_id]
-        tags = {tracking.SWEEP_TAG: self.spec.name, tracking.TRIAL_TAG: trial.trial_id}
-        found = tracking.find_run(self.c, self.exp_id, tags)
-        if found:
-            run_id = found.info.run_id
+        queue = self.continued.get(config_key(trial.config))
+        trial_dir = _trial_dir(trial)
+        if queue:  # a trial of a killed driver, continued: same run, one more trial directory
+            old = queue.pop(0)
+            run_id = old.run_id
             self.c.update_run(run_id, "RUNNING")
-            history = self.c.get_metric_history(run_id, "epoch")
-            self.logged_epoch[trial.trial_id] = max((int(m.step) for m in history), default=0)
+            self.c.set_tag(run_id, tracking.TRIAL_DIRS_TAG, tracking.json_tag([trial_dir, *old.trial_dirs]))
+            self.logged_epoch[trial.trial_id] = tracking.last_epoch(self.c, run_id)
         else:
             cfg = self.trial_config(trial)
-            all_tags = {**tags, tracking.KIND_TAG: "trial", tracking.PARENT_TAG: self.parent_id, **tracking.run_tags(cfg)}
-            run_id = self.c.create_run(self.exp_id, run_name=f"{self.spec.name}-{trial.trial_id}", tags=all_tags).info.run_id
-            tracking.log_params(self.c, run_id, {**tracking.flatten(cfg), **{f"sampled.{k}": v for k, v in trial.config.items()}})
+            tags = {tracking.SWEEP_TAG: self.spec.name, tracking.TRIAL_TAG: trial.trial_id,
+                    tracking.KIND_TAG: "trial", tracking.PARENT_TAG: self.parent_id,
+                    tracking.CONFIG_TAG: tracking.json_tag(trial.config),
+                    tracking.TRIAL_DIRS_TAG: tracking.json_tag([trial_dir]),
+                    **tracking.run_tags(cfg, role=self.role, protocol=self.protocol),
+                    **(self.tags_for(trial.config) if self.tags_for else {})}
+            run_id = self.c.create_run(self.exp_id, run_name=f"{self.spec.name}-{trial.trial_id}", tags=tags).info.run_id
+            tracking.log_params(self.c, run_id, {**tracking.flatten(cfg),
+                                                 **{f"sampled.{k}": v for k, v in trial.config.items()}})
         self.children[trial.trial_id] = run_id
         return run_id
 
@@ -80,7 +95,7 @@ class MlflowSweepCallback(Callback):
         self._child(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        """Log one point per epoch; a restored trial re-reporting an epoch already logged is skipped."""
+        """Log one point per epoch; an epoch already logged (a continued or restored trial) is skipped."""
         run_id = self._child(trial)
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         if epoch <= self.logged_epoch.get(trial.trial_id, 0):
@@ -104,43 +119,33 @@ class MlflowSweepCallback(Callback):
         self.close(trials, status="FINISHED")
 
     def close(self, trials=(), status: str = "FINISHED") -> None:
-        """Give every child not yet ended its trial's final status (unfinished ones KILLED; a run already ended
-        keeps its status and end time), then close the parent."""
+        """Give every child not yet ended its trial's final status (unfinished ones KILLED, to be continued by
+        ``--resume``; a run already ended keeps its status and end time), then close the parent."""
         final = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
         for trial in trials:
-            if trial.trial_id in self.ended:
-                continue
             run_id = self.children.get(trial.trial_id)
-            if run_id is None:
-                found = tracking.find_run(self.c, self.exp_id, {tracking.SWEEP_TAG: self.spec.name,
-                                                                tracking.TRIAL_TAG: trial.trial_id})
-                run_id = found.info.run_id if found else None
-            if run_id is not None:
-                reported = self.logged_epoch.get(trial.trial_id, 0) > 0 or bool(trial.last_result)
-                self.c.set_terminated(run_id, final.get(trial.status, "KILLED") if reported else "KILLED")
-                self.ended.add(trial.trial_id)
-        if status == "FINISHED":
-            self._retire_orphans({t.trial_id for t in trials})
+            if trial.trial_id in self.ended or run_id is None:
+                continue
+            reported = self.logged_epoch.get(trial.trial_id, 0) > 0
+            self.c.set_terminated(run_id, final.get(trial.status, "KILLED") if reported else "KILLED")
+            self.ended.add(trial.trial_id)
         close_sweep_runs(self.uri, self.experiment, self.spec.name, status)
 
-    def _retire_orphans(self, known: set[str]) -> None:
-        """Soft-delete this sweep's unfinished trial runs whose trial Tune no longer knows. A driver killed before
-        Tune saved its state loses the trials it had just started; the resumed sweep redoes that work under new
-        trial ids, so those runs would be duplicates. They are tagged and stay restorable
-        (``mlflow runs restore --run-id ...``)."""
-        tags = {tracking.SWEEP_TAG: self.spec.name, tracking.KIND_TAG: "trial"}
-        flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        for r in self.c.search_runs([self.exp_id], filter_string=flt, max_results=10_000):
-            if r.data.tags.get(tracking.TRIAL_TAG) in known or r.info.status == "FINISHED":
-                continue
-            self.c.set_tag(r.info.run_id, "gist_ray.orphaned", "trial lost by an interrupted driver; redone under a new id")
-            self.c.set_terminated(r.info.run_id, "KILLED")
-            self.c.delete_run(r.info.run_id)
+    def not_taken_over(self) -> list:
+        """Continued trials no new trial took over (none ran their config)."""
+        return [t for queue in self.continued.values() for t in queue]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_c"] = None  # the MLflow client is rebuilt after unpickling (Tune restores callbacks)
+        state["_c"] = None  # the MLflow client is rebuilt after unpickling (Tune saves callbacks)
         return state
+
+
+def _trial_dir(trial) -> str:
+    """Where Tune keeps the trial's files and checkpoints, as a URI (a plain path on local storage)."""
+    fs = trial.storage.storage_filesystem
+    kind = getattr(fs, "type_name", "local")
+    return trial.path if kind == "local" else f"{kind}://{trial.path}"
 
 
 def close_sweep_runs(uri: str, experiment: str, sweep: str, status: str = "KILLED") -> None:
@@ -166,18 +171,21 @@ def error_message(trial) -> str:
 
 
 class ProgressCallback(Callback):
-    """One line per finished trial: done / running / errored and the best metric so far."""
+    """One line per finished trial: done / running / errored and the best metric so far, counting the trials a
+    resumed sweep had already done (``done_before``, ``errored_before``, ``best``)."""
 
-    def __init__(self, metric: str, mode: str, total: int) -> None:
+    def __init__(self, metric: str, mode: str, total: int, done_before: int = 0, errored_before: int = 0,
+                 best: float | None = None) -> None:
         self.metric, self.mode, self.total = metric, mode, total
-        self.best: float | None = None
+        self.before, self.errored_before = done_before, errored_before
+        self.best = best
         self.t0 = time.perf_counter()
 
     def _line(self, trials, ending, status: str) -> None:
         """``ending`` is the trial Tune is ending right now, with ``status``: the hook runs before Tune sets it."""
         statuses = [status if t is ending else t.status for t in trials]
-        done = statuses.count("TERMINATED")
-        err = statuses.count("ERROR")
+        err = statuses.count("ERROR") + self.errored_before
+        done = statuses.count("TERMINATED") + self.before - self.errored_before
         running = statuses.count("RUNNING")
         for t, st in zip(trials, statuses):
             v = (t.last_result or {}).get(self.metric)

@@ -57,7 +57,9 @@ def make_sampler(spec: SweepSpec):
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(4, s.num_samples))
 
 
-def make_search_alg(spec: SweepSpec):
+def make_search_alg(spec: SweepSpec, storage: Any = None, study_name: str | None = None):
+    """Optuna through Tune; ``storage`` / ``study_name``: an Optuna study to continue (a resumed sweep's, already
+    holding its finished trials)."""
     metrics, modes = objectives(spec)
     multi = len(metrics) > 1
     space: Any = spec.define_by_run or {k: optuna_distribution(d) for k, d in spec.space.items()}
@@ -67,6 +69,8 @@ def make_search_alg(spec: SweepSpec):
         mode=modes if multi else modes[0],
         sampler=make_sampler(spec),
         points_to_evaluate=[dict(p) for p in spec.search.initial_points] or None,
+        storage=storage,
+        study_name=study_name,
     )
 
 

@@ -1,7 +1,8 @@
-"""MLflow logging for a single ``gist-ray train`` run.
+"""MLflow logging for a single ``gist-ray train`` run (and a sweep's VTAB refit).
 
 The driver opens (or, on a rerun with the same name, reopens) the run and closes it; the callback, which Ray
-Train runs in its controller process, logs rank 0's metrics after every report. One writer at a time.
+Train runs in its controller process, logs rank 0's metrics after every report, each epoch once: a resumed run
+re-reports the epochs after its last checkpoint, and those already in MLflow are skipped. One writer at a time.
 """
 
 from __future__ import annotations
@@ -13,29 +14,36 @@ from ray.train import UserCallback
 from gist_ray import tracking
 
 
-def open_train_run(uri: str, experiment: str, run_name: str, cfg_dict: dict) -> str:
-    """Find the run tagged ``run_name`` (resume) or create it; returns its id, status RUNNING."""
+def open_train_run(uri: str, experiment: str, run_name: str, cfg_dict: dict, role: str = tracking.SINGLE,
+                   protocol: str = "none", extra_tags: dict[str, str] | None = None) -> str:
+    """Find the run tagged ``run_name`` (resume) or create it with its role and protocol tags; returns its id,
+    status RUNNING."""
     c = tracking.client(uri)
     exp = tracking.experiment_id(c, experiment)
-    found = tracking.find_run(c, exp, {tracking.RUN_TAG: run_name, tracking.KIND_TAG: "train"})
-    if found:
-        c.update_run(found.info.run_id, "RUNNING")
-        return found.info.run_id
-    tags = {tracking.RUN_TAG: run_name, tracking.KIND_TAG: "train", **tracking.run_tags(cfg_dict)}
-    run_id = c.create_run(exp, run_name=run_name, tags=tags).info.run_id
-    tracking.log_params(c, run_id, tracking.flatten(cfg_dict))
+    run_id, _ = tracking.open_run(c, exp, {tracking.RUN_TAG: run_name, tracking.KIND_TAG: "train"}, run_name,
+                                  extra_tags={**tracking.run_tags(cfg_dict, role=role, protocol=protocol),
+                                              **(extra_tags or {})},
+                                  params=tracking.flatten(cfg_dict))
     return run_id
 
 
 class MlflowTrainCallback(UserCallback):
-    """Logs each report's metrics (step = epoch) to an already open run."""
+    """Logs each report's metrics (step = epoch) to an already open run; an epoch already logged is skipped."""
 
     def __init__(self, uri: str, run_id: str) -> None:
         self.uri, self.run_id = uri, run_id
+        self.logged_epoch: int | None = None  # read from MLflow at the first report (in the controller process)
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        c = tracking.client(self.uri)
+        if self.logged_epoch is None:
+            self.logged_epoch = tracking.last_epoch(c, self.run_id)
         m = tracking.numeric_metrics(metrics[0])
-        tracking.log_metrics(tracking.client(self.uri), self.run_id, m, step=int(m.get("epoch", 0)))
+        epoch = int(m.get("epoch", 0))
+        if epoch and epoch <= self.logged_epoch:
+            return
+        tracking.log_metrics(c, self.run_id, m, step=epoch)
+        self.logged_epoch = max(self.logged_epoch, epoch)
 
     def after_exception(self, run_context, worker_exceptions: dict) -> None:
         first = next(iter(worker_exceptions.values()), None)
