@@ -45,11 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("overrides", nargs="*", help="a.b=value overrides of the study's base run config")
     sc.set_defaults(command_module="gist_ray.commands.scale")
 
-    rp = sub.add_parser("report", help="paper-shaped tables (Markdown, CSV, LaTeX) from an MLflow experiment")
+    rp = sub.add_parser("report", help="paper-shaped tables (Markdown, CSV, LaTeX) of an MLflow experiment's final "
+                                       "runs (refits, repeats, study cells, single runs), one table per protocol")
     rp.add_argument("experiment", help="MLflow experiment name (default experiment of gist-ray: gist-ray)")
     rp.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     rp.add_argument("--out", default="report")
-    rp.add_argument("--metric", default="test/acc")
+    rp.add_argument("--metric", default=None, help="what the cells hold, never swapped for another "
+                                                    "(default test/acc; with --trials val/acc)")
+    rp.add_argument("--trials", action="store_true",
+                    help="the tuning side instead: the best trial per (method, GIST) and its configuration, "
+                         "a selection score, not a result")
     rp.set_defaults(command_module="gist_ray.commands.report")
 
     m = sub.add_parser("methods", help="list PEFT methods with trainable parameter counts")

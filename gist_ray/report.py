@@ -1,9 +1,11 @@
-"""Result tables (Markdown, CSV, LaTeX) from tidy run records or an MLflow experiment.
+"""Result tables (Markdown, CSV, LaTeX) from tidy run records or an MLflow experiment (``gist-ray report``).
 
 - ``vtab_table``: the shape of GIST's Table 2: a row per method and its GIST version (marked ``*``), a column
   per dataset in VTAB-1k order, group means, the overall mean (over datasets), Δ against the same method
   without GIST and trainable parameters (M);
-- ``scaling_table``: the shape of Table 9: backbone size x method (x GIST) with parameters and accuracy.
+- ``scaling_table``: the shape of Table 9: backbone size x method (x GIST) with parameters and accuracy;
+- ``report``: both tables from an experiment's final runs only (``gist_ray.results``), one pair per protocol,
+  and a cell list saying how many runs each cell used and which; ``report_trials``: the tuning side, labelled.
 
 Cells are mean ± std (ddof=1) over seeds; accuracies are fractions shown multiplied by ``scale`` (100: %).
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from gist_ray import results, tracking
 from gist_ray.backbones import backbone_params
 from gist_ray.errors import ConfigError
 from gist_ray.scaling import plots
@@ -223,74 +226,6 @@ def scaling_table(records: Iterable[Record], metric: str | None = None, scale: f
     return table
 
 
-def _number(*sources: tuple[dict, str]) -> float | None:
-    for src, name in sources:
-        try:
-            return float(src[name])
-        except (KeyError, TypeError, ValueError):
-            continue
-    return None
-
-
-def records_from_mlflow(tracking_uri: str, experiment_name: str, metric: str = "test/acc",
-                        fallback: str | None = "val/acc") -> list[Record]:
-    """Tidy records from the FINISHED runs of an MLflow experiment (sweep parent runs skipped).
-
-    Runs need tags ``method``, ``dataset`` (else skipped) and ``backbone``, ``gist``, ``seed``; ``acc`` is
-    ``metric`` or else ``fallback``; ``trainable_params`` is metric/param ``params/total``. ``backbone_params``
-    is metric/param ``params/backbone`` or tag ``backbone_params`` if logged, else estimated per backbone as the
-    smallest ``params/frozen + params/total`` among its runs (backbone + head, roughly).
-    """
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment_name)
-    if exp is None:
-        raise ValueError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}")
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
-    out: list[Record] = []
-    estimates: dict[str, list[float]] = {}
-    for run in runs:
-        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
-        if tags.get("gist_ray.kind") == "sweep" and "mlflow.parentRunId" not in tags:
-            continue
-        if "method" not in tags or "dataset" not in tags:
-            continue
-        used = metric if metric in metrics else fallback if fallback and fallback in metrics else None
-        if used is None:
-            continue
-        seed: Any = tags.get("seed", params.get("seed", 0))
-        try:
-            seed = int(seed)
-        except (TypeError, ValueError):
-            pass
-        rec: Record = {
-            "run_id": run.info.run_id, "method": tags["method"], "backbone": tags.get("backbone", ""),
-            "gist": as_bool(tags.get("gist", "false")), "dataset": tags["dataset"], "seed": seed,
-            "acc": float(metrics[used]), "metric": used,
-            "test_acc": metrics.get("test/acc"), "val_acc": metrics.get("val/acc"),
-            "trainable_params": _number((metrics, "params/total"), (params, "params/total")),
-            "backbone_params": _number((metrics, "params/backbone"), (params, "params/backbone"),
-                                       (tags, "backbone_params")),
-        }
-        total, frozen = rec["trainable_params"], _number((metrics, "params/frozen"), (params, "params/frozen"))
-        if total is not None and frozen is not None:
-            estimates.setdefault(rec["backbone"], []).append(total + frozen)
-        out.append(rec)
-    for rec in out:
-        if rec["backbone_params"] is None and rec["backbone"] in estimates:
-            rec["backbone_params"] = min(estimates[rec["backbone"]])
-    return out
-
-
 def write_report(records: Iterable[Record], out_dir: str | Path, formats: Sequence[str] = ("md", "csv", "tex"),
                  metric: str | None = None, with_plots: bool = False) -> list[Path]:
     """Write ``vtab.<fmt>`` and ``scaling.<fmt>`` (and, with ``plots``, the figures); returns the paths."""
@@ -309,32 +244,132 @@ def write_report(records: Iterable[Record], out_dir: str | Path, formats: Sequen
     return paths
 
 
+# ----------------------------------------------------------------------------- gist-ray report EXPERIMENT
+
+
 def report(experiment: str, tracking_uri: str = "sqlite:///mlflow.db", out_dir: str | Path = "report",
            metric: str = "test/acc") -> list[Path]:
-    """Table-2-shaped VTAB table and the scaling table (md/csv/tex) and plots from an MLflow experiment.
-
-    Uses the FINISHED runs tagged with method/dataset that logged ``metric`` (no fallback: with ``test/acc``,
-    the tuning trials of ``protocol: vtab`` sweeps, which never test, are left out and their refits kept).
-    Backbone sizes are exact parameter counts for known backbones. Prints the Markdown tables; returns the paths.
-    """
+    """Per protocol, the Table-2- and Table-9-shaped tables (md/csv/tex, plots) of the experiment's final runs;
+    ``cells.csv`` / ``cells.md``: every cell with its value, seeds, run ids and notes. Prints the tables, the cells
+    and the missing ones with their reasons; returns the paths. An experiment with tuning trials only raises a
+    ``NothingToReport`` that says what to run."""
     try:
-        recs = records_from_mlflow(tracking_uri, experiment, metric=metric, fallback=None)
+        final, tuning = results.load_runs(tracking_uri, experiment)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if not recs:
-        raise ConfigError(f"experiment {experiment!r} at {tracking_uri}: no FINISHED run with tags method and "
-                          f"dataset that logged {metric}")
+    if not final:
+        raise NothingToReport(results.tuning_only_message(experiment, tracking_uri, tuning))
+    cells = results.build_cells(final, metric)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [*write_cells(cells, out)]
+    for protocol in ordered(c.protocol for c in cells):
+        recs = _with_backbone_sizes(results.records([c for c in cells if c.protocol == protocol]))
+        if not recs:
+            continue
+        what = tracking.PROTOCOLS.get(protocol, "as its runs' protocol tag says")
+        for name, table in (("vtab", vtab_table(recs, "acc")), ("scaling", scaling_table(recs, "acc"))):
+            table.title += f" - protocol {protocol}: {what}; {metric}, mean ± std over seeds"
+            for fmt in ("md", "csv", "tex"):
+                path = out / f"{name}_{protocol}.{fmt}"
+                text = table.render(fmt)
+                path.write_text(f"## {table.title}\n\n{text}" if fmt == "md" else text, encoding="utf-8")
+                paths.append(path)
+            print(f"## {table.title}\n\n{table.to_markdown()}")
+        try:
+            paths += plots.plot_all(recs, out / protocol, metric="acc")
+        except ValueError as exc:
+            print(f"(plots of protocol {protocol} skipped: {exc})")
+    print(cells_markdown(cells))
+    missing = [c for c in cells if c.missing]
+    for c in missing:
+        print(f"missing: {c.protocol} {c.label()}: {c.missing}")
+    used = sum(len(c.runs) for c in cells)
+    print(f"{used} final runs in {len(cells) - len(missing)} cells ({len(missing)} missing) of {experiment} "
+          f"({metric}); {len(tuning)} tuning trials left out; files in {out.resolve()}")
+    return paths
+
+
+class NothingToReport(ConfigError):
+    """The experiment has no final run: the message says what to run."""
+
+
+def _with_backbone_sizes(recs: list[dict]) -> list[dict]:
+    """Exact backbone sizes for known backbones; else estimated per backbone as the smallest frozen + trainable
+    parameters among its runs (backbone + head, roughly)."""
+    estimates: dict[str, list[float]] = {}
+    for r in recs:
+        if r["trainable_params"] is not None and r["frozen_params"] is not None:
+            estimates.setdefault(r["backbone"], []).append(r["trainable_params"] + r["frozen_params"])
     for r in recs:
         try:
             r["backbone_params"] = float(backbone_params(r["backbone"]))
-        except Exception:  # noqa: BLE001 - unknown or unbuildable name: keep the estimate from the run
-            pass
-    paths = write_report(recs, out_dir, metric="acc")
+        except Exception:  # noqa: BLE001 - unknown or unbuildable name: keep what the run logged, or estimate
+            if r["backbone_params"] is None and r["backbone"] in estimates:
+                r["backbone_params"] = min(estimates[r["backbone"]])
+    return recs
+
+
+CELL_COLUMNS = ["protocol", "method", "gist", "dataset", "backbone", "metric", "mean", "std", "n", "roles", "run_ids",
+                "missing", "notes"]
+
+
+def cell_rows(cells: list[results.Cell]) -> list[dict]:
+    return [{"protocol": c.protocol, "method": c.method, "gist": c.gist, "dataset": c.dataset, "backbone": c.backbone,
+             "metric": c.metric, "mean": c.mean, "std": c.std, "n": len(c.runs),
+             "roles": ";".join(sorted({r.role for r in c.runs})), "run_ids": ";".join(r.run_id for r in c.runs),
+             "missing": c.missing, "notes": "; ".join(c.notes)} for c in cells]
+
+
+def write_cells(cells: list[results.Cell], out: Path) -> list[Path]:
+    """``cells.csv`` (full precision, run ids) and ``cells.md``."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CELL_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in cell_rows(cells):
+        w.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()})
+    (out / "cells.csv").write_text(buf.getvalue(), encoding="utf-8")
+    (out / "cells.md").write_text(cells_markdown(cells), encoding="utf-8")
+    return [out / "cells.csv", out / "cells.md"]
+
+
+def cells_markdown(cells: list[results.Cell], scale: float = 100.0) -> str:
+    """One line per cell: its value, how many seeds (runs) it used, their roles; run ids are in cells.csv."""
+    lines = ["## Cells (final runs only; run ids in cells.csv)", "",
+             "| Protocol | Method | Dataset | Backbone | Value | Runs | Roles | Notes |", "|:---|:---|:---|:---|---:|---:|:---|:---|"]
+    for c in cells:
+        if c.missing:
+            value = "missing"
+        else:
+            value = f"{scale * c.mean:.2f}" + (f" ± {scale * c.std:.2f}" if len(c.runs) > 1 else "")
+        roles = ", ".join(sorted({r.role for r in c.runs}))
+        lines.append(f"| {c.protocol} | {c.method}{'*' if c.gist else ''} | {c.dataset} | {c.backbone} | {value} | "
+                     f"{len(c.runs)} | {roles} | {'; '.join(c.notes) or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_trials(experiment: str, tracking_uri: str = "sqlite:///mlflow.db", out_dir: str | Path = "report",
+                  metric: str = "val/acc", mode: str = "max") -> list[Path]:
+    """The tuning side on purpose: the best trial per (method, GIST) [and dataset, backbone] with its
+    configuration, labelled as the validation accuracy of a selection. Writes trials.md / trials.csv."""
     try:
-        paths += plots.plot_all(recs, out_dir, metric="acc")
+        _, tuning = results.load_runs(tracking_uri, experiment)
     except ValueError as exc:
-        print(f"(plots skipped: {exc})")
-    print(f"## {vtab_table(recs, 'acc').title}\n\n{vtab_table(recs, 'acc').to_markdown()}")
-    print(f"## {scaling_table(recs, 'acc').title}\n\n{scaling_table(recs, 'acc').to_markdown()}")
-    print(f"{len(recs)} runs of {experiment} ({metric}); files in {Path(out_dir).resolve()}")
+        raise ConfigError(str(exc)) from None
+    rows = results.best_trials(tuning, metric, mode)
+    if not rows:
+        raise ConfigError(f"experiment {experiment!r} at {tracking_uri}: no finished tuning trial logged {metric}")
+    title = (f"Tuning trials of {experiment}: the best trial per (method, GIST) by {metric} - the score that "
+             f"selected a configuration, not a result (report refits, repeats or study cells for that)")
+    cols = [("method", "Method"), ("dataset", "Dataset"), ("backbone", "Backbone"), ("value", f"{metric} (selection)"),
+            ("trials", "Trials"), ("sweep", "Sweep"), ("run_id", "Run"), ("config", "Configuration")]
+    table = Table(title, cols, rows=[{**r, "value": 100 * r["value"]} for r in rows], digits=2)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in ("md", "csv"):
+        path = out / f"trials.{fmt}"
+        path.write_text(f"## {title}\n\n{table.render(fmt)}" if fmt == "md" else table.render(fmt), encoding="utf-8")
+        paths.append(path)
+    print(f"## {title}\n\n{table.to_markdown()}")
     return paths

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from gist_ray.report import canonical_dataset, records_from_mlflow, scaling_table, vtab_table, write_report
+from gist_ray.report import canonical_dataset, scaling_table, vtab_table, write_report
 
 # accuracies by (method, gist) -> dataset -> per-seed values; listed out of the paper's order on purpose
 VALUES = {
@@ -106,60 +106,131 @@ def test_write_report_files(tmp_path) -> None:
     assert (tmp_path / "report" / "vtab.md").read_text().startswith("## VTAB results")
 
 
-def _log_run(client, exp_id: str, tags: dict, metrics: dict, status: str | None = "FINISHED") -> str:
-    from mlflow.entities import Metric
+# ----------------------------------------------------------------------------- final runs from a real MLflow store
 
-    run = client.create_run(exp_id, tags=tags)
-    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()])
+
+def _run(c, exp: str, role: str, protocol: str, metrics: dict, status: str | None = "FINISHED", rank: int | None = None,
+         sweep: str = "", **cfg) -> str:
+    """A run as gist-ray logs it: the flattened config as params, tags from ``tracking.run_tags``."""
+    from gist_ray import tracking
+    from gist_ray.config import build_config, to_dict
+
+    raw = {"model": {"backbone": "vit_test_tiny", "weights": "none"}, "method": {"name": cfg.get("method", "lora")},
+           "gist": {"enabled": cfg.get("gist", True)}, "data": {"task": cfg.get("dataset", "shapes")},
+           "train": {"lr": cfg.get("lr", 3e-3), "seed": cfg.get("seed", 0)}}
+    cfg_dict = to_dict(build_config(raw))
+    tags = tracking.run_tags(cfg_dict, role=role, protocol=protocol)
+    tags[tracking.KIND_TAG] = "trial" if role in ("tuning", "repeat", "cell") else "train"
+    if sweep:
+        tags[tracking.SWEEP_TAG] = sweep
+        tags[tracking.CONFIG_TAG] = tracking.json_tag({"train.lr": cfg.get("lr", 3e-3), "gist.enabled": cfg.get("gist", True)})
+    if rank is not None:
+        tags[tracking.RANK_TAG] = str(rank)
+    run_id = c.create_run(exp, tags=tags).info.run_id
+    tracking.log_params(c, run_id, tracking.flatten(cfg_dict))
+    tracking.log_metrics(c, run_id, {**metrics, "params/total": 1000.0 + 32 * cfg.get("gist", True)}, step=1)
     if status:
-        client.set_terminated(run.info.run_id, status)
-    return run.info.run_id
+        c.set_terminated(run_id, status)
+    return run_id
 
 
-def test_records_from_mlflow_round_trip(tmp_path, monkeypatch) -> None:
-    from mlflow.tracking import MlflowClient
+def _store(tmp_path):
+    """Tuning trials (their test/acc too), repeats of two ranked configurations over 3 seeds with a duplicate and a
+    deleted run, a VTAB refit, VTAB repeats without test/acc, a single run, unfinished and failed runs."""
+    from gist_ray import tracking
 
     uri = f"sqlite:///{tmp_path}/m.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    client = MlflowClient(tracking_uri=uri)
-    exp_id = client.create_experiment("scale")
-    parent = _log_run(client, exp_id, {"gist_ray.kind": "sweep", "method": "lora", "dataset": "cifar"},
-                      {"test/acc": 0.99})
-    logged: dict[tuple[bool, str], list[float]] = {}
-    frozen = 85_800_000
-    for gist in (False, True):
-        for dataset in ("cifar", "eurosat"):
-            for seed in (0, 1, 2):
-                acc = 0.6 + 0.1 * gist + 0.05 * (dataset == "eurosat") + 0.01 * seed
-                total = 300_768 if gist else 300_000
-                tags = {"mlflow.parentRunId": parent, "gist_ray.kind": "trial", "method": "lora",
-                        "backbone": "vit_b", "gist": "true" if gist else "false", "dataset": dataset,
-                        "seed": str(seed)}
-                name = "val/acc" if (gist, dataset, seed) == (True, "eurosat", 2) else "test/acc"  # fallback
-                _log_run(client, exp_id, tags, {name: acc, "params/total": total, "params/frozen": frozen})
-                logged.setdefault((gist, dataset), []).append(acc)
-    base = {"method": "lora", "backbone": "vit_b", "gist": "false", "dataset": "cifar", "seed": "9"}
-    _log_run(client, exp_id, base, {"test/acc": 0.01}, status=None)  # still running
-    _log_run(client, exp_id, base, {"test/acc": 0.01}, status="FAILED")
-    _log_run(client, exp_id, {"gist_ray.kind": "other"}, {"test/acc": 0.01})  # no method/dataset tags
+    c = tracking.client(uri)
+    exp = tracking.experiment_id(c, "exp")
+    ids: dict[str, list[str]] = {}
+    for i, (gist, lr, acc) in enumerate([(True, 3e-3, 0.90), (True, 1e-3, 0.99), (False, 3e-3, 0.95), (False, 5e-3, 0.10)]):
+        ids.setdefault("tuning", []).append(_run(c, exp, "tuning", "none", {"val/acc": acc, "test/acc": acc}, sweep="s1",
+                                                 gist=gist, lr=lr))
+    rank1 = {0: 0.50, 1: 0.60, 2: 0.70}  # lora* rank 1, seed -> test/acc
+    for seed, acc in rank1.items():
+        ids.setdefault("lora*", []).append(_run(c, exp, "repeat", "none", {"test/acc": acc, "val/acc": 0.9}, rank=1,
+                                               sweep="s1-seeds", seed=seed))
+    old_dup = ids["lora*"][1]
+    ids["lora*"][1] = _run(c, exp, "repeat", "none", {"test/acc": 0.62, "val/acc": 0.9}, rank=1, sweep="s1-seeds",
+                           seed=1)  # the same seed again, newer: it replaces 0.60
+    deleted = _run(c, exp, "repeat", "none", {"test/acc": 0.0}, rank=1, sweep="s1-seeds", seed=3)
+    c.delete_run(deleted)
+    for seed in range(3):  # rank 2: another configuration of the same cell, left out
+        _run(c, exp, "repeat", "none", {"test/acc": 0.99}, rank=2, sweep="s1-seeds", seed=seed, lr=1e-3)
+    for seed, acc in {0: 0.40, 1: 0.45, 2: 0.47}.items():
+        ids.setdefault("lora", []).append(_run(c, exp, "repeat", "none", {"test/acc": acc}, rank=1, sweep="s1-seeds",
+                                              seed=seed, gist=False))
+    _run(c, exp, "repeat", "none", {"test/acc": 0.01}, status=None, rank=1, sweep="s1-seeds", seed=4)  # running
+    _run(c, exp, "repeat", "none", {"test/acc": 0.01}, status="FAILED", rank=1, sweep="s1-seeds", seed=5)
+    ids["refit"] = [_run(c, exp, "refit", "vtab", {"test/acc": 0.81}, rank=1, dataset="dtd")]
+    ids["vtab repeats"] = [_run(c, exp, "repeat", "vtab", {"val/acc": 0.7}, rank=1, sweep="v1-seeds", dataset="dtd",
+                                gist=False, seed=s) for s in range(3)]
+    _run(c, exp, "tuning", "vtab", {"val/acc": 0.99}, sweep="v1", dataset="dtd")
+    ids["single"] = [_run(c, exp, "single", "none", {"test/acc": 0.33}, dataset="eurosat", gist=False)]
+    return uri, ids, old_dup, deleted
 
-    records = records_from_mlflow(uri, "scale")
-    assert len(records) == 12
-    r = next(x for x in records if x["gist"] and x["dataset"] == "eurosat" and x["seed"] == 2)
-    assert r["metric"] == "val/acc" and r["test_acc"] is None and r["acc"] == pytest.approx(0.77)
-    assert {x["seed"] for x in records} == {0, 1, 2} and {x["gist"] for x in records} == {False, True}
-    assert all(x["backbone_params"] == 300_000 + frozen for x in records)
-    assert {x["trainable_params"] for x in records} == {300_000, 300_768}
 
-    t = vtab_table(records)
-    rows = {row["method"]: row for row in t.rows}
-    for (gist, dataset), vals in logged.items():
-        cell = rows["lora*" if gist else "lora"][dataset]
-        assert cell.mean == pytest.approx(100 * np.mean(vals))
-        assert cell.std == pytest.approx(100 * np.std(vals, ddof=1))
-        assert cell.n_seeds == 3
-    assert rows["lora*"]["delta"] == pytest.approx(10.0)
-    assert rows["lora*"]["params_m"] == pytest.approx(0.300768)
+def test_report_uses_final_runs_only_one_configuration_per_cell_and_names_its_runs(tmp_path, capsys) -> None:
+    import statistics
 
-    with pytest.raises(ValueError, match="no MLflow experiment"):
-        records_from_mlflow(uri, "missing")
+    from gist_ray.report import report
+    from gist_ray.results import build_cells, load_runs
+
+    uri, ids, old_dup, deleted = _store(tmp_path)
+    final, tuning = load_runs(uri, "exp")
+    assert len(tuning) == 5 and {r.role for r in final} == {"repeat", "refit", "single"}
+    cells = {(c.protocol, c.method, c.gist, c.dataset): c for c in build_cells(final, "test/acc")}
+    assert set(cells) == {("none", "lora", True, "shapes"), ("none", "lora", False, "shapes"),
+                          ("vtab", "lora", True, "dtd"), ("vtab", "lora", False, "dtd"), ("none", "lora", False, "eurosat")}
+    on = cells[("none", "lora", True, "shapes")]
+    assert [r.run_id for r in on.runs] == ids["lora*"] and old_dup not in ids["lora*"] and deleted not in ids["lora*"]
+    assert on.mean == pytest.approx(statistics.fmean([0.50, 0.62, 0.70]))
+    assert on.std == pytest.approx(statistics.stdev([0.50, 0.62, 0.70]))
+    assert any("left out configuration" in n for n in on.notes) and any("seed 1: 2 runs" in n for n in on.notes)
+    off = cells[("none", "lora", False, "shapes")]
+    assert [r.run_id for r in off.runs] == ids["lora"] and off.mean == pytest.approx((0.40 + 0.45 + 0.47) / 3)
+    assert [r.run_id for r in cells[("vtab", "lora", True, "dtd")].runs] == ids["refit"]
+    miss = cells[("vtab", "lora", False, "dtd")]
+    assert not miss.runs and "no test/acc" in miss.missing and "val/acc" in miss.missing and "refit" in miss.missing
+    assert [r.run_id for r in cells[("none", "lora", False, "eurosat")].runs] == ids["single"]
+
+    paths = report("exp", uri, tmp_path / "rep")
+    out = capsys.readouterr().out
+    names = {p.name for p in paths}
+    assert {"cells.csv", "cells.md", "vtab_none.md", "vtab_vtab.md", "scaling_none.csv"} <= names
+    rows = {(r["protocol"], r["method"], r["gist"], r["dataset"]): r
+            for r in csv.DictReader(io.StringIO((tmp_path / "rep" / "cells.csv").read_text()))}
+    row = rows[("none", "lora", "True", "shapes")]
+    assert row["n"] == "3" and row["run_ids"].split(";") == ids["lora*"] and row["roles"] == "repeat"
+    assert float(row["mean"]) == pytest.approx(on.mean) and float(row["std"]) == pytest.approx(on.std)
+    assert rows[("vtab", "lora", "False", "dtd")]["n"] == "0" and rows[("vtab", "lora", "False", "dtd")]["missing"]
+    # one table per protocol: the tuning trials (0.99 and others) and the VTAB refit never enter the protocol-none one
+    none_md = (tmp_path / "rep" / "vtab_none.md").read_text()
+    assert none_md.splitlines()[2].startswith("| Method | EuroSAT | shapes |")
+    assert f"| lora* | – | {100 * on.mean:.1f} ± {100 * on.std:.1f} |" in none_md and "81.0" not in none_md
+    assert "| lora* | 81.0 |" in (tmp_path / "rep" / "vtab_vtab.md").read_text()
+    assert "missing: vtab lora / dtd / vit_test_tiny: its 3 final runs (repeat) logged no test/acc" in out
+    assert "8 final runs in 4 cells (1 missing)" in out and "5 tuning trials left out" in out
+
+
+def test_report_of_tuning_trials_only_says_what_to_run_and_trials_view_is_labelled(tmp_path, capsys) -> None:
+    from gist_ray import tracking
+    from gist_ray.cli import main
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    c = tracking.client(uri)
+    exp = tracking.experiment_id(c, "tune")
+    for gist, lr, acc in [(True, 3e-3, 0.40), (True, 1e-3, 0.45), (False, 3e-3, 0.42)]:
+        _run(c, exp, "tuning", "none", {"val/acc": acc, "test/acc": acc}, sweep="qs", gist=gist, lr=lr)
+    assert main(["report", "tune", "--tracking-uri", uri, "--out", str(tmp_path / "rep")]) == 1
+    out = capsys.readouterr().out
+    assert "holds 3 tuning trials (sweeps: qs) and no final run" in out
+    assert "repeat_best" in out and "protocol: vtab" in out and "gist-ray scale" in out and "--trials" in out
+    assert not (tmp_path / "rep" / "cells.csv").exists()
+
+    assert main(["report", "tune", "--tracking-uri", uri, "--out", str(tmp_path / "rep"), "--trials"]) == 0
+    out = capsys.readouterr().out
+    assert "not a result" in out and "val/acc (selection)" in out
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO((tmp_path / "rep" / "trials.csv").read_text()))}
+    assert float(rows["lora*"]["value"]) == pytest.approx(45.0) and rows["lora*"]["trials"] == "2"
+    assert '"train.lr": 0.001' in rows["lora*"]["config"] and float(rows["lora"]["value"]) == pytest.approx(42.0)

@@ -12,7 +12,6 @@ import yaml
 
 from gist_ray.backbones import backbone_params
 from gist_ray.config import ConfigError, to_dict
-from gist_ray.report import report
 from gist_ray.study.analysis import cell_records, write_study_outputs
 from gist_ray.study.load import load_study
 from gist_ray.study.resume import cell_signature, finished_cells, next_sweep_name
@@ -237,35 +236,6 @@ def test_analysis_recovers_exponent_and_gain_and_writes_everything(tmp_path) -> 
     assert {"records.csv", "summary.md"} <= names and all(p.is_file() for p in paths)
     assert "| lora | xs | 0.040 | 1 | 4 |" in (tmp_path / "out" / "gist_gain.md").read_text()
     assert "| lora | off | backbone params | 4 | 4 | a*N^-b + c |" in summary and "Plots:" in summary
-
-
-def test_report_from_an_experiment(tmp_path, capsys) -> None:
-    from gist_ray import tracking
-
-    uri = f"sqlite:///{tmp_path}/m.db"
-    c = tracking.client(uri)
-    exp = tracking.experiment_id(c, "vtab")
-    for gist in (False, True):
-        for ds in ("dtd", "eurosat"):
-            for seed in (0, 1):
-                tags = {"gist_ray.kind": "trial", "method": "lora", "backbone": "vit_synth_s",
-                        "gist": str(gist).lower(), "dataset": ds, "seed": str(seed)}
-                run = c.create_run(exp, tags=tags).info.run_id
-                tracking.log_metrics(c, run, {"test/acc": 0.5 + 0.1 * gist + 0.01 * seed, "params/total": 5e3}, 1)
-                c.set_terminated(run, "FINISHED")
-    # a tuning trial of a vtab-protocol sweep: val only, not in the table
-    run = c.create_run(exp, tags={"method": "lora", "backbone": "vit_synth_s", "gist": "true", "dataset": "dtd",
-                                  "seed": "0"}).info.run_id
-    tracking.log_metrics(c, run, {"val/acc": 0.01}, 1)
-    c.set_terminated(run, "FINISHED")
-    paths = report("vtab", uri, tmp_path / "rep", "test/acc")
-    out = capsys.readouterr().out
-    assert "| lora* |" in out and "DTD" in out and "EuroSAT" in out and "+10.0" in out
-    assert {"vtab.md", "vtab.csv", "vtab.tex", "scaling.md", "gist_gain.png"} <= {p.name for p in paths}
-    with pytest.raises(ConfigError, match="no FINISHED run"):
-        report("vtab", uri, tmp_path / "rep", "test/top5")
-    with pytest.raises(ConfigError, match="no MLflow experiment"):
-        report("missing", uri, tmp_path / "rep")
 
 
 # ----------------------------------------------------------------------------- end to end

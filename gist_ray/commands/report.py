@@ -1,13 +1,21 @@
-"""``gist-ray report EXPERIMENT``: paper-shaped tables and plots from an MLflow experiment."""
+"""``gist-ray report EXPERIMENT``: paper-shaped tables of an MLflow experiment's final runs (``--trials``: the tuning
+side, labelled as a selection)."""
 
 from __future__ import annotations
 
 import argparse
 
-from gist_ray.report import report
+from gist_ray.report import NothingToReport, report, report_trials
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = report(args.experiment, args.tracking_uri, args.out, args.metric)
+    if args.trials:
+        paths = report_trials(args.experiment, args.tracking_uri, args.out, args.metric or "val/acc")
+    else:
+        try:
+            paths = report(args.experiment, args.tracking_uri, args.out, args.metric or "test/acc")
+        except NothingToReport as exc:
+            print(exc)
+            return 1
     print(f"wrote {len(paths)} files to {args.out}")
     return 0

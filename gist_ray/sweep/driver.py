@@ -315,6 +315,7 @@ def summarise_repeats(spec: SweepSpec, best: list[dict], repeats: SweepResult, p
     """Mean and sample std over seeds of each repeated configuration; printed and logged on the parent run."""
     metric = spec.search.metric
     c = tracking.client(_tracking_target(spec)[0])
+    logged = c.get_run(parent_id).data.metrics  # a resumed sweep that ran nothing new does not log them again
     for rank, cfg in enumerate(best, start=1):
         vals = [r.metrics[metric] for r in repeats.ok_rows() if {k: r.config.get(k) for k in cfg} == cfg]
         if not vals:
@@ -322,8 +323,9 @@ def summarise_repeats(spec: SweepSpec, best: list[dict], repeats: SweepResult, p
         mean = statistics.fmean(vals)
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
         print(f"best #{rank} over {len(vals)} seeds: {metric} = {mean:.4f} +- {std:.4f}  {cfg}")
-        c.log_metric(parent_id, f"repeat{rank}/{metric}/mean", mean)
-        c.log_metric(parent_id, f"repeat{rank}/{metric}/std", std)
+        if f"repeat{rank}/{metric}/mean" not in logged:
+            c.log_metric(parent_id, f"repeat{rank}/{metric}/mean", mean)
+            c.log_metric(parent_id, f"repeat{rank}/{metric}/std", std)
 
 
 def _tracking_target(spec: SweepSpec) -> tuple[str, str]:

@@ -10,6 +10,7 @@ reused and it continues from the checkpoints in the Tune trial directories that 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,8 +107,18 @@ def plan_resume(spec: SweepSpec, ledger: Ledger) -> ResumePlan:
             if config_key(p) == config_key(t.config):
                 del remaining[i]
                 break
+    if spec.search.sampler == "grid" and ledger.trials:
+        # Optuna's GridSampler knows the points it chose itself, not those of a study rebuilt from the ledger
+        used = {config_key(t.config) for t in evaluated + continued} | {config_key(p) for p in remaining}
+        remaining += [p for p in grid_points(spec) if config_key(p) not in used]
     return ResumePlan(evaluated, continued, retired, [t.config for t in continued] + remaining, budget,
                       len(ledger.trials))
+
+
+def grid_points(spec: SweepSpec) -> list[dict]:
+    """Every point of a grid sweep's space (choice / fixed dimensions), in product order."""
+    keys = sorted(spec.space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(spec.space[k].probe_values() for k in keys))]
 
 
 def resumed_search_spec(spec: SweepSpec, plan: ResumePlan) -> SweepSpec:
