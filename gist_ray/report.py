@@ -26,7 +26,6 @@ from gist_ray.scaling import plots
 from gist_ray.scaling.records import (
     Record,
     Stat,
-    as_bool,
     as_records,
     backbone_sizes,
     grid,
@@ -69,6 +68,9 @@ def canonical_dataset(name: str) -> str:
     return key if any(key in ds for ds in VTAB_GROUPS.values()) else str(name)
 
 
+TEXT_COLUMNS = ("method", "backbone", "dataset", "sweep", "run_id", "config")  # left-aligned in Markdown
+
+
 @dataclass
 class Table:
     """Columns are ``(key, label)``; row values are ``Stat`` (mean ± std), float, str or None."""
@@ -97,7 +99,7 @@ class Table:
 
     def to_markdown(self) -> str:
         head = "| " + " | ".join(label for _, label in self.columns) + " |"
-        rule = "|" + "|".join(":---" if k in ("method", "backbone") else "---:" for k, _ in self.columns) + "|"
+        rule = "|" + "|".join(":---" if k in TEXT_COLUMNS else "---:" for k, _ in self.columns) + "|"
         body = ["| " + " | ".join(self.text(k, r.get(k)) for k, _ in self.columns) + " |" for r in self.rows]
         return "\n".join([head, rule, *body]) + "\n"
 
