@@ -3,7 +3,8 @@
 Moments: ``progress:N`` (after the N-th progress line this driver prints, read from its stdout), ``final:E`` (in
 the driver, right after the MLflow callback logged a trial's epoch-E report: the trial's last report, before Tune
 ends it), ``start`` (as the first trial of this driver starts), ``refit:E`` (in the Ray Train controller of the
-VTAB refit, right after epoch E is logged), ``train:E`` (the same in a `gist-ray train` run), ``""`` (no kill).
+VTAB refit, right after epoch E is logged), ``train:E`` (the same in a `gist-ray train` run, in-process or Ray
+Train), ``""`` (no kill).
 The in-process moments are hooks installed by a tiny driver script (``killhook``) around the real callbacks.
 """
 
@@ -59,10 +60,22 @@ def install(kill_at):
         cls.on_trial_start = on_trial_start
     elif kind in ("refit", "train"):
         os.environ["KILL_EPOCH"] = arg
-        mlflow_callback.MlflowTrainCallback = KillingTrainCallback
+        mlflow_callback.MlflowTrainCallback = KillingTrainCallback  # Ray Train runs (the refit, multi-worker)
         import gist_ray.sweep.driver as driver
         if hasattr(driver, "MlflowTrainCallback"):
             driver.MlflowTrainCallback = KillingTrainCallback
+        try:  # a one-worker `gist-ray train` trains in the driver process and logs through EpochLog
+            from gist_ray.train import inprocess
+        except ImportError:
+            return
+        orig_log = inprocess.EpochLog.__call__
+
+        def log_epoch(self, metrics):
+            orig_log(self, metrics)
+            if int(metrics.get("epoch", 0)) == int(arg):
+                die()
+
+        inprocess.EpochLog.__call__ = log_epoch
 '''
 
 DRIVE = '''
