@@ -172,13 +172,13 @@ class RemoveNodeOfTrial(Callback):
 def test_removing_a_node_mid_sweep_retries_its_trial_and_the_sweep_completes(cluster, tmp_path, monkeypatch):
     import mlflow
 
-    import gist_ray.sweep.callbacks as sweep_callbacks
+    import gist_ray.sweep.driver as sweep_driver
     from gist_ray.sweep.driver import run_sweep
     from gist_ray.sweep.space import load_sweep
 
     cluster.add_node(num_cpus=1)  # 3 nodes: after losing one, the retry need not wait for a free CPU
     cluster.wait_for_nodes()
-    monkeypatch.setattr(sweep_callbacks, "ProgressCallback", RemoveNodeOfTrial)
+    monkeypatch.setattr(sweep_driver, "ProgressCallback", RemoveNodeOfTrial)
 
     base: dict = {}
     for text in TINY_OVERRIDES:
