@@ -26,6 +26,7 @@ KIND_TAG = "gist_ray.kind"  # what the run is in the hierarchy: sweep (parent), 
 SWEEP_TAG = "gist_ray.sweep"
 TRIAL_TAG = "gist_ray.trial_id"
 RUN_TAG = "gist_ray.run"
+STUDY_TAG = "gist_ray.study"  # written by the study on every run of its sweeps
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "gist_ray.role"
 PROTOCOL_TAG = "gist_ray.protocol"
@@ -91,14 +92,14 @@ def run_tags(cfg_dict: dict, role: str | None = None, protocol: str | None = Non
 
 
 def role_of(tags: dict[str, str]) -> str | None:
-    """A run's role: its ``gist_ray.role`` tag, else inferred for runs logged before roles existed
-    (sweep parents and study runs have none)."""
+    """A run's role: a trial of a study's sweep (tag ``gist_ray.study``) is a cell; else its ``gist_ray.role`` tag,
+    else inferred for runs logged before roles existed (sweep parents and study runs have none)."""
+    kind = tags.get(KIND_TAG)
+    if kind == "trial" and tags.get(STUDY_TAG):
+        return CELL
     if tags.get(ROLE_TAG):
         return tags[ROLE_TAG]
-    kind = tags.get(KIND_TAG)
     if kind == "trial":
-        if tags.get("gist_ray.study"):
-            return CELL
         return REPEAT if tags.get(SWEEP_TAG, "").endswith("-seeds") else TUNING
     if kind == "train":
         return REFIT if tags.get(KIND_TAG + "_phase") == "refit" else SINGLE

@@ -167,6 +167,9 @@ def _store(tmp_path):
                                 gist=False, seed=s) for s in range(3)]
     _run(c, exp, "tuning", "vtab", {"val/acc": 0.99}, sweep="v1", dataset="dtd")
     ids["single"] = [_run(c, exp, "single", "none", {"test/acc": 0.33}, dataset="eurosat", gist=False)]
+    # a study's cell whose sweep did not say its role: the study's own tag makes it a cell
+    ids["cell"] = [_run(c, exp, "tuning", "none", {"test/acc": 0.55}, sweep="toy-1", dataset="count")]
+    c.set_tag(ids["cell"][0], tracking.STUDY_TAG, "toy")
     return uri, ids, old_dup, deleted
 
 
@@ -178,10 +181,12 @@ def test_report_uses_final_runs_only_one_configuration_per_cell_and_names_its_ru
 
     uri, ids, old_dup, deleted = _store(tmp_path)
     final, tuning = load_runs(uri, "exp")
-    assert len(tuning) == 5 and {r.role for r in final} == {"repeat", "refit", "single"}
+    assert len(tuning) == 5 and {r.role for r in final} == {"repeat", "refit", "single", "cell"}
     cells = {(c.protocol, c.method, c.gist, c.dataset): c for c in build_cells(final, "test/acc")}
     assert set(cells) == {("none", "lora", True, "shapes"), ("none", "lora", False, "shapes"),
-                          ("vtab", "lora", True, "dtd"), ("vtab", "lora", False, "dtd"), ("none", "lora", False, "eurosat")}
+                          ("vtab", "lora", True, "dtd"), ("vtab", "lora", False, "dtd"), ("none", "lora", False, "eurosat"),
+                          ("none", "lora", True, "count")}
+    assert [r.run_id for r in cells[("none", "lora", True, "count")].runs] == ids["cell"]
     on = cells[("none", "lora", True, "shapes")]
     assert [r.run_id for r in on.runs] == ids["lora*"] and old_dup not in ids["lora*"] and deleted not in ids["lora*"]
     assert on.mean == pytest.approx(statistics.fmean([0.50, 0.62, 0.70]))
@@ -210,7 +215,7 @@ def test_report_uses_final_runs_only_one_configuration_per_cell_and_names_its_ru
     assert f"| lora* | – | {100 * on.mean:.1f} ± {100 * on.std:.1f} |" in none_md and "81.0" not in none_md
     assert "| lora* | 81.0 |" in (tmp_path / "rep" / "vtab_vtab.md").read_text()
     assert "missing: vtab lora / dtd / vit_test_tiny: its 3 final runs (repeat) logged no test/acc" in out
-    assert "8 final runs in 4 cells (1 missing)" in out and "5 tuning trials left out" in out
+    assert "9 final runs in 5 cells (1 missing)" in out and "5 tuning trials left out" in out
 
 
 def test_report_of_tuning_trials_only_says_what_to_run_and_trials_view_is_labelled(tmp_path, capsys) -> None:
