@@ -8,6 +8,7 @@ Every error names the offending field (``train.lr``) or file, and is raised befo
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -254,12 +255,19 @@ class Variants:
 
     def __init__(self, base: Config) -> None:
         self.base = base
-        self._built: dict[tuple, Config] = {}
+        self._raw = to_dict(base)
+        self._built: dict[str, Config] = {self._key(override_raw(self._raw, {})): base}  # the same normal form
+
+    @staticmethod
+    def _key(raw: Mapping[str, Any]) -> str:
+        return json.dumps(raw, sort_keys=True, default=repr)
 
     def get(self, overrides: Mapping[str, Any]) -> Config:
-        key = tuple(sorted((k, repr(v)) for k, v in overrides.items()))
+        """The config with ``overrides`` applied; two override sets that give the same config share one build."""
+        raw = override_raw(self._raw, overrides, foreign_knobs="drop")
+        key = self._key(raw)
         if key not in self._built:
-            self._built[key] = self.base.with_overrides(overrides, foreign_knobs="drop") if overrides else self.base
+            self._built[key] = build_config(raw)
         return self._built[key]
 
 

@@ -23,5 +23,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"\nbest trial {best.trial_id}: {result.metric}={best.metrics[result.metric]:.4f}  config={best.config}")
     print(f"sweep {result.name}: {len(result.rows)} trials in {result.wall_s:.0f} s; state in {result.path}")
-    print("browse: mlflow ui --backend-store-uri " + spec.base.get("tracking", {}).get("uri", "sqlite:///mlflow.db"))
+    print("browse: mlflow ui --backend-store-uri " + spec.base.tracking.uri)
     return 0

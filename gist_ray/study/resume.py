@@ -33,16 +33,6 @@ def study_sweep_re(name: str) -> re.Pattern:
     return re.compile(rf"^{re.escape(name)}-(\d+)$")
 
 
-def _search_all(c, exp_id: str, flt: str) -> list:
-    runs, token = [], None
-    while True:
-        page = c.search_runs([exp_id], filter_string=flt, max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def study_runs(uri: str, experiment: str, name: str, kind: Optional[str] = "trial",
                status: Optional[str] = "FINISHED") -> list:
     """Runs of kind ``kind`` (None: any) of the study's sweeps (``gist_ray.sweep`` = ``<name>-<k>``)."""
@@ -57,7 +47,7 @@ def study_runs(uri: str, experiment: str, name: str, kind: Optional[str] = "tria
     if status:
         flt += f" and attributes.status = '{status}'"
     pattern = study_sweep_re(name)
-    return [r for r in _search_all(c, exp.experiment_id, flt)
+    return [r for r in tracking.search_all(c, exp.experiment_id, flt)
             if pattern.match(r.data.tags.get(tracking.SWEEP_TAG, ""))]
 
 

@@ -10,7 +10,7 @@ from ray.tune import Callback
 
 from gist_ray import tracking
 from gist_ray.config import to_dict
-from gist_ray.sweep.space import SweepSpec, apply_overrides
+from gist_ray.sweep.space import SweepSpec
 from gist_ray.sweep.trial import config_key
 
 
@@ -58,9 +58,7 @@ class MlflowSweepCallback(Callback):
         return self.parent_id
 
     def trial_config(self, trial) -> dict:
-        from gist_ray.config import build_config
-
-        return to_dict(build_config(apply_overrides(self.spec.base, trial.config)))
+        return to_dict(self.spec.config_for(trial.config))
 
     def _child(self, trial) -> str:
         if trial.trial_id in self.children:
