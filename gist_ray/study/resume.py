@@ -68,6 +68,21 @@ def finished_cells(study: Study) -> dict[int, Any]:
     return done
 
 
+def unfinished_sweep(study: Study) -> Optional[str]:
+    """The study's newest sweep if a killed or interrupted invocation left it unfinished (its parent run is not
+    FINISHED): the next invocation continues it instead of starting another."""
+    c = tracking.client(study.tracking_uri)
+    exp = c.get_experiment_by_name(study.experiment)
+    if exp is None:
+        return None
+    pattern = study_sweep_re(study.name)
+    parents = [r for r in study_runs(study.tracking_uri, study.experiment, study.name, kind="sweep", status=None)]
+    if not parents:
+        return None
+    newest = max(parents, key=lambda r: int(pattern.match(r.data.tags[tracking.SWEEP_TAG]).group(1)))
+    return None if newest.info.status == "FINISHED" else newest.data.tags[tracking.SWEEP_TAG]
+
+
 def next_sweep_name(study: Study) -> str:
     """``<study>-<k>`` with k above every sweep of the study in MLflow and on disk."""
     pattern = study_sweep_re(study.name)

@@ -22,7 +22,7 @@ from gist_ray.errors import ConfigError
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.study.analysis import cell_records, log_study_metrics, write_study_outputs
 from gist_ray.study.load import load_study
-from gist_ray.study.resume import finished_cells, next_sweep_name
+from gist_ray.study.resume import finished_cells, next_sweep_name, unfinished_sweep
 from gist_ray.study.spec import Cell, Study
 from gist_ray.sweep.driver import run_sweep
 from gist_ray.sweep.space import Dist, SearchConfig, SweepSpec
@@ -67,11 +67,18 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), verbose: bool = T
     try:
         if todo:
             ensure_pretrained([cell.backbone for cell in todo], study.base.model.weights)
-            sweep_name = next_sweep_name(study)
-            say(f"[study {study.name}] sweep {sweep_name}: {len(todo)} cells, "
+            # a sweep a killed invocation left unfinished is continued (its finished trials are not rerun, its
+            # unfinished ones continue in their own runs), planned with the cells it had already finished
+            sweep_name, resume = unfinished_sweep(study), True
+            planned = [c for c in cells if c.index not in done
+                       or done[c.index].data.tags.get(tracking.SWEEP_TAG) == sweep_name]
+            if sweep_name is None:
+                sweep_name, resume, planned = next_sweep_name(study), False, todo
+            say(f"[study {study.name}] sweep {sweep_name}{' (continued)' if resume else ''}: {len(todo)} cells, "
                 f"{study.max_concurrent_trials} at a time", flush=True)
             try:
-                result = run_sweep(sweep_spec(study, todo, sweep_name), verbose=verbose, role=tracking.CELL)
+                result = run_sweep(sweep_spec(study, planned, sweep_name), resume=resume, verbose=verbose,
+                                   role=tracking.CELL)
                 errors = [f"{r.config.get('model.backbone')} {r.config.get('method.name')} "
                           f"gist={r.config.get('gist.enabled')} {r.config.get('data.task')} "
                           f"seed={r.config.get('train.seed')}: {r.error}" for r in result.rows if r.error]
