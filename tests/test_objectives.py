@@ -373,3 +373,26 @@ def test_every_objective_trains_on_swin(tmp_path, name):
     assert math.isfinite(final["train/loss"]) and 0.0 <= final["test/acc"] <= 1.0
     assert (unwrap(run.model).gist is not None) == (name == "gist")
     assert {f"train/{p}" for p in ROWS[name][0] if "block" not in p} <= set(final)
+
+
+def test_every_method_trains_with_every_objective_on_vit_and_swin():
+    """Every registered PEFT method x every objective: one training step on each backbone family the method is
+    defined on; the objective's hooks see the method's (wrapped) blocks and every trainable tensor learns."""
+    from gist_ray.methods import METHODS, method_families
+    from gist_ray.typed_config import from_dict
+
+    failures = []
+    for method in METHODS.names():
+        families = method_families(method, from_dict(METHODS.get(method).config_cls, {}, "method"))
+        for backbone in [b for b, fam in (("vit_test_tiny", "vit"), ("swin_test_tiny", "swin")) if fam in families]:
+            for name in OBJECTIVES.names():
+                model = make(name, method=method, backbone=backbone)
+                model.train()
+                step = model.objective.step(forward_of(model), torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 0, 1]))
+                step.loss.backward()
+                if not math.isfinite(step.loss.item()):
+                    failures.append(f"{method} {backbone} {name}: loss {step.loss.item()}")
+                got = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+                if got:
+                    failures.append(f"{method} {backbone} {name}: no gradient for {got[:3]}")
+    assert not failures, "\n".join(failures)
