@@ -4,12 +4,14 @@
    random weights), one gist-ray run per objective on the same in-memory images, timed in interleaved repeats
    (ce, byot, cs_kd, uskd, gist, ce, ...), each repeat one ``GistRun.train_epoch`` of ``--steps`` steps.
    Prints the median ms/step of each and its ratio to ``ce`` (CS-KD's step also forwards the B partners, without
-   gradient; ``train.batch_size`` counts anchors).
+   gradient; ``train.batch_size`` counts anchors), by wall clock and by this process's CPU time
+   (``time.process_time``: what the step costs in CPU, insensitive to other jobs taking the cores; with
+   ``--threads 1`` no OpenMP spin-waiting enters it either).
 2. Toy comparison (``--toy``): ``vit_synth_s`` (synthetic-pretrained, cached) + the method on the synthetic
    ``shapes`` task with the quickstart's recipe, each objective over ``--seeds``; test accuracy mean +- std
    (ddof=1) over seeds. A 0.2M-parameter toy: it shows the objectives run and learn, not the paper's Table 11.
 
-CPU:  python bench/objectives.py --device cpu --toy        (ViT-S/16 cost: batch 4, 2 steps x 3 repeats)
+CPU:  python bench/objectives.py --device cpu --threads 1 --toy   (ViT-S/16 cost: batch 4, 2 steps x 3 repeats)
 GPU:  python bench/objectives.py --device cuda --batch 64 --steps 20 --repeats 5
 """
 
@@ -59,6 +61,7 @@ def measure_cost(args, device) -> list[dict]:
     key = bl.put_splits({"train": Split(images, labels, 10, "train")})
     epochs = args.warmup + args.repeats
     times: dict[str, list[float]] = {o: [] for o in objectives}
+    cpu: dict[str, list[float]] = {o: [] for o in objectives}
     try:
         with tempfile.TemporaryDirectory(prefix="gist-bench-") as tmp:
             base = bl.run_config(key, args.backbone, args.method, True, args.batch, epochs, args.precision, args.compile)
@@ -72,18 +75,21 @@ def measure_cost(args, device) -> list[dict]:
             for r in range(args.repeats):
                 for o in objectives:  # interleaved: load changes hit every objective alike
                     bl.sync(device)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     runs[o].train_epoch(args.warmup + r)
                     times[o].append((time.perf_counter() - t0) / args.steps)
+                    cpu[o].append((time.process_time() - c0) / args.steps)
             counts = {o: runs[o].counts for o in objectives}
     finally:
         bl.drop_splits(key)
     ref = objectives[0]
     rows = []
     for o in objectives:
-        pair = bl.median([t / b for t, b in zip(times[o], times[ref])])
-        rows.append({"objective": o, "ms_step": 1e3 * bl.median(times[o]), "ratio": bl.median(times[o]) / bl.median(times[ref]),
-                     "pair_ratio": pair, "objective_params": counts[o]["objective"], "total_params": counts[o]["total"]})
+        rows.append({"objective": o, "ms_step": 1e3 * bl.median(times[o]),
+                     "ratio": bl.median(times[o]) / bl.median(times[ref]),
+                     "pair_ratio": bl.median([t / b for t, b in zip(times[o], times[ref])]),
+                     "cpu_ms_step": 1e3 * bl.median(cpu[o]), "cpu_ratio": bl.median(cpu[o]) / bl.median(cpu[ref]),
+                     "objective_params": counts[o]["objective"], "total_params": counts[o]["total"]})
     return rows
 
 
@@ -130,9 +136,10 @@ def main(argv=None) -> dict[str, list[dict]]:
             f"{args.batch} partners), {args.steps} steps per repeat, {args.repeats} interleaved repeats (median), "
             f"{args.warmup} warm-up epoch(s), precision {args.precision}"])
         rows = measure_cost(args, device)
-        print(bl.table(["objective", "ms/step", "ratio", "median pair ratio", "objective params", "total params"],
-                       [[r["objective"], r["ms_step"], r["ratio"], r["pair_ratio"], r["objective_params"],
-                         r["total_params"]] for r in rows]))
+        print(bl.table(["objective", "wall ms/step", "wall ratio", "median pair ratio", "CPU ms/step", "CPU ratio",
+                        "objective params", "total params"],
+                       [[r["objective"], r["ms_step"], r["ratio"], r["pair_ratio"], r["cpu_ms_step"], r["cpu_ratio"],
+                         r["objective_params"], r["total_params"]] for r in rows]))
         out["cost"] = rows
     if args.toy:
         bl.header("Toy comparison on the synthetic suite (test accuracy over seeds)", device, [

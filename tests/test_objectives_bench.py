@@ -29,4 +29,5 @@ def test_objectives_bench_prints_cost_ratios_and_the_toy_spread(capsys):
     assert set(toy) == {"ce", "byot", "cs_kd"} and all(len(r["accs"]) == 2 for r in toy.values())
     assert all(0.0 <= r["mean"] <= 1.0 and r["std"] >= 0 for r in toy.values())
     printed = capsys.readouterr().out
-    assert "relative to ce" in printed and "test acc mean" in printed
+    assert cost["ce"]["cpu_ratio"] == 1.0 and all(r["cpu_ms_step"] > 0 for r in cost.values())
+    assert "relative to ce" in printed and "CPU ratio" in printed and "test acc mean" in printed
