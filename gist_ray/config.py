@@ -246,15 +246,8 @@ class Config:
             self.gist = dataclasses.replace(self.gist, enabled=False)
 
     def with_overrides(self, values: Mapping[str, Any], foreign_knobs: Literal["error", "drop"] = "error") -> "Config":
-        """A new validated config with ``{"a.b": value}`` applied (see :func:`override_raw`).
-
-        Switching from an objective without the Gist token to ``gist`` turns the token on (``gist.enabled``'s
-        default) unless ``gist.enabled`` is given: the false this config holds was forced, not chosen."""
-        raw = to_dict(self)
-        new_objective = str(values.get("objective.name", self.objective.name))
-        if not uses_gist_token(self.objective.name) and uses_gist_token(new_objective) and "gist.enabled" not in values:
-            raw["gist"]["enabled"] = GistConfig.enabled
-        return build_config(override_raw(raw, values, foreign_knobs))
+        """A new validated config with ``{"a.b": value}`` applied (see :func:`override_raw`)."""
+        return build_config(override_raw(to_dict(self), values, foreign_knobs))
 
 
 def override_raw(raw: dict, values: Mapping[str, Any], foreign_knobs: Literal["error", "drop"] = "error") -> dict:
@@ -264,8 +257,16 @@ def override_raw(raw: dict, values: Mapping[str, Any], foreign_knobs: Literal["e
     are dropped, with a one-line note. A knob in ``values`` that the (new) method or objective lacks is an error
     naming it (``foreign_knobs="error"``, the command line) or silently dropped (``"drop"``: a flat sweep space
     holds knobs of several methods or objectives).
+
+    Switching from an objective without the Gist token to ``gist`` turns the token on (``gist.enabled``'s default)
+    unless ``gist.enabled`` is among ``values``: under a token-less objective ``gist.enabled`` means nothing (a
+    built config even holds a forced false), so it carries no choice over to ``gist``.
     """
     out = dict(raw)
+    old_objective = str((raw.get("objective") or {}).get("name", ObjectiveConfig.name))
+    new_objective = str(values.get("objective.name", old_objective))
+    if not uses_gist_token(old_objective) and uses_gist_token(new_objective) and "gist.enabled" not in values:
+        out["gist"] = {**(raw.get("gist") or {}), "enabled": GistConfig.enabled}
     for section, default, knobs in (("method", MethodConfig.name, method_knobs),
                                     ("objective", ObjectiveConfig.name, objective_knobs)):
         if section == "method" or section in raw or any(k.startswith(section + ".") for k in values):

@@ -5,22 +5,25 @@ means and the trainable parameters.
 Rows are named as in the paper: ``gist_adapter`` (CE), ``gist_adapter+BYOT``, ``gist_adapter+CS-KD``,
 ``gist_adapter+USKD``, ``gist_adapter*`` (GIST). A run's objective is its ``objective.name`` parameter (runs
 logged before objectives existed: ``gist`` when their ``gist`` tag is true, else ``ce``; a ``gist`` run without
-the token is ``ce``). Cells are mean ± std (ddof=1) over seeds; a group (the mean) is shown only for rows with
-every dataset of that group (of the table). ``Params (M)`` is ``params/total`` (the objective's own modules
-included, e.g. BYOT's shallow classifiers, which train but do not predict), ``Objective (M)`` that share.
+the token is ``ce``). ``Params (M)`` is ``params/total`` (the objective's own modules included, e.g. BYOT's
+shallow classifiers, which train but do not predict), ``Objective (M)`` that share.
 
-Which accuracy: ``metric`` (default ``val/acc``). A ``protocol: vtab`` sweep such as
-``search_spaces/skd_table11.yaml`` trains each (objective, method) cell once on train800 and evaluates val200,
-which no choice within the cell has seen; only the sweep's single best configuration is refit and tested, so
-``test/acc`` gives that one row per dataset. ``gist-ray report`` wires this in (see :func:`report_table11`).
+Which runs: by default the experiment's *final* runs (:mod:`gist_ray.results`: refits, repeats, study cells,
+single runs; one configuration per cell, the newest run per seed), with cells keyed by the objective as well, and
+``test/acc``; a cell is mean ± std (ddof=1) over its seeds; one table per protocol. ``search_spaces/skd_table11.yaml``
+repeats every (objective, method) cell of its ``protocol: vtab`` sweep over seeds, and a repeat under that
+protocol is a refit on train800val200 tested once: those are the table's runs. ``tuning=True`` tabulates the
+tuning trials' ``val/acc`` instead (selection scores, labelled so). A group (the mean) is shown only for rows that
+have every dataset of that group (of the table).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from gist_ray import tracking
+from gist_ray import results, tracking
 from gist_ray.errors import ConfigError
 from gist_ray.report import OTHER_GROUP, VTAB_GROUPS, Table, canonical_dataset
 from gist_ray.scaling.records import Record, as_bool, grid, ordered, summarize
@@ -40,38 +43,38 @@ def row_label(method: str, objective: str) -> str:
     return method + SUFFIX.get(objective, f"+{objective}")
 
 
-def records_from_mlflow(tracking_uri: str, experiment: str, metric: str = "val/acc",
-                        sweep_prefix: str | None = None) -> list[Record]:
-    """One record per FINISHED run (sweep parents skipped) with tags ``method`` and ``dataset`` that logged
-    ``metric``; ``sweep_prefix`` keeps only runs of sweeps whose name starts with it (e.g. ``skd-``)."""
-    from mlflow.entities import ViewType
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
-    c = tracking.client(tracking_uri)
-    exp = c.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ConfigError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
-    out: list[Record] = []
-    token = None
-    while True:
-        page = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                             run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
-        for run in page:
-            tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
-            if tags.get(tracking.KIND_TAG) == "sweep" and tracking.PARENT_TAG not in tags:
-                continue
-            if "method" not in tags or "dataset" not in tags or metric not in metrics:
-                continue
-            if sweep_prefix and not str(tags.get(tracking.SWEEP_TAG, "")).startswith(sweep_prefix):
-                continue
-            out.append({
-                "run_id": run.info.run_id, "method": tags["method"], "objective": run_objective(params, tags),
-                "backbone": tags.get("backbone", ""), "dataset": canonical_dataset(tags["dataset"]),
-                "seed": tags.get("seed", "0"), "acc": float(metrics[metric]),
-                "trainable_params": metrics.get("params/total"), "objective_params": metrics.get("params/objective"),
-            })
-        token = page.token
-        if not token:
-            return out
+
+def records_from_mlflow(tracking_uri: str, experiment: str, metric: str = "test/acc", tuning: bool = False,
+                        sweep_prefix: str | None = None) -> list[Record]:
+    """One record per run that makes a cell (``tuning``: per tuning trial that logged ``metric``), with the run's
+    ``objective`` and ``protocol``; ``sweep_prefix`` keeps only runs of sweeps whose name starts with it (repeats of
+    sweep ``skd-dtd`` belong to ``skd-dtd-seeds``)."""
+    try:
+        final, trials = results.load_runs(tracking_uri, experiment)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    runs = [r for r in (trials if tuning else final)
+            if not sweep_prefix or str(r.tags.get(tracking.SWEEP_TAG, "")).startswith(sweep_prefix)]
+    objective = {r.run_id: run_objective(r.params, r.tags) for r in runs}
+    if tuning:
+        chosen = [(r, metric) for r in runs if metric in r.metrics]
+    else:  # cells keyed by objective too: relabel the method with it, then results' one-configuration rule
+        relabelled = [dataclasses.replace(r, method=row_label(r.method, objective[r.run_id])) for r in runs]
+        chosen = [(r, cell.metric) for cell in results.build_cells(relabelled, metric) for r in cell.runs]
+        base = {r.run_id: r.method for r in runs}
+        chosen = [(dataclasses.replace(r, method=base[r.run_id]), m) for r, m in chosen]
+    return [{
+        "run_id": r.run_id, "method": r.method, "objective": objective[r.run_id], "protocol": r.protocol,
+        "backbone": r.backbone, "dataset": canonical_dataset(r.dataset), "seed": r.seed, "acc": r.metrics[m],
+        "trainable_params": _number(r.metrics.get("params/total")),
+        "objective_params": _number(r.metrics.get("params/objective")),
+    } for r, m in chosen]
 
 
 def _mean(values: Iterable[Any]) -> float | None:
@@ -122,22 +125,32 @@ def scaled(stat, scale: float):
     return type(stat)(stat.mean * scale, stat.std * scale, stat.n_seeds)
 
 
-def report_table11(experiment: str, tracking_uri: str = "sqlite:///mlflow.db", metric: str = "val/acc",
+def report_table11(experiment: str, tracking_uri: str = "sqlite:///mlflow.db", metric: str | None = None,
                    out_dir: str | Path | None = None, formats: Sequence[str] = ("md", "csv", "tex"),
-                   sweep_prefix: str | None = None) -> Table:
-    """Print the Table-11-shaped table of ``experiment`` (Markdown) and, with ``out_dir``, write
-    ``table11.<fmt>``; returns the table. Wire into ``gist-ray report`` as, e.g., a ``--table11`` flag calling
-    ``report_table11(args.experiment, args.tracking_uri, metric=..., out_dir=args.out)``."""
-    recs = records_from_mlflow(tracking_uri, experiment, metric, sweep_prefix)
+                   sweep_prefix: str | None = None, tuning: bool = False) -> list[Table]:
+    """Print the Table-11-shaped table of ``experiment`` per protocol (Markdown) and, with ``out_dir``, write
+    ``table11_<protocol>.<fmt>``; returns the tables. ``metric``: ``test/acc`` for final runs, ``val/acc`` for
+    tuning trials by default. For ``gist-ray report``: e.g. a ``--table11`` flag calling
+    ``report_table11(args.experiment, args.tracking_uri, out_dir=args.out)``."""
+    metric = metric or ("val/acc" if tuning else "test/acc")
+    recs = records_from_mlflow(tracking_uri, experiment, metric, tuning, sweep_prefix)
     if not recs:
-        raise ConfigError(f"experiment {experiment!r} at {tracking_uri}: no FINISHED run with tags method and "
-                          f"dataset that logged {metric}")
-    table = table11(recs)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for fmt in formats:
-            text = table.render(fmt)
-            (out / f"table11.{fmt}").write_text(f"## {table.title}\n\n{text}" if fmt == "md" else text, encoding="utf-8")
-    print(f"## {table.title} ({metric}, {len(recs)} runs of {experiment})\n\n{table.to_markdown()}")
-    return table
+        which = "tuning trial" if tuning else "final run (refit, repeat, study cell or single run)"
+        raise ConfigError(f"experiment {experiment!r} at {tracking_uri}: no FINISHED {which} with tags method and "
+                          f"dataset that logged {metric}" + ("" if tuning else "; tuning=True reads the tuning trials"))
+    tables = []
+    for protocol in ordered(r["protocol"] for r in recs):
+        table = table11([r for r in recs if r["protocol"] == protocol])
+        kind = "tuning trials (selection scores)" if tuning else "final runs"
+        table.title += f" - protocol {protocol}; {metric} of {kind}, mean ± std over seeds"
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            for fmt in formats:
+                text = table.render(fmt)
+                (out / f"table11_{protocol}.{fmt}").write_text(f"## {table.title}\n\n{text}" if fmt == "md" else text,
+                                                                encoding="utf-8")
+        print(f"## {table.title}\n\n{table.to_markdown()}")
+        tables.append(table)
+    print(f"{len(recs)} runs of {experiment}")
+    return tables

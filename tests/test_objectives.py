@@ -325,6 +325,8 @@ def test_only_the_gist_objective_has_a_token_and_the_config_says_so():
     back = cfg.with_overrides({"objective.name": "gist"})
     assert back.gist.enabled is True  # the false was forced by uskd, not chosen
     assert cfg.with_overrides({"objective.name": "gist", "gist.enabled": False}).gist.enabled is False
+    assert Variants(cfg).get({"objective.name": "gist"}).gist.enabled is True  # how sweeps derive their trials
+    assert build_config({"objective": {"name": "ce"}}, ["objective.name=gist"]).gist.enabled is True
     assert build_config({"gist": {"enabled": False}}).gist.enabled is False  # gist.* works as before
     assert build_config({}).objective.name == "gist" and build_config({}).gist.enabled
     with torch.device("meta"):
