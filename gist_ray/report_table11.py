@@ -19,28 +19,20 @@ have every dataset of that group (of the table).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gist_ray import results, tracking
 from gist_ray.errors import ConfigError
 from gist_ray.report import OTHER_GROUP, VTAB_GROUPS, Table, canonical_dataset
-from gist_ray.scaling.records import Record, as_bool, grid, ordered, summarize
+from gist_ray.scaling.records import Record, grid, ordered, summarize
 
 ROW_ORDER = ("ce", "byot", "cs_kd", "uskd", "gist")
-SUFFIX = {"ce": "", "byot": "+BYOT", "cs_kd": "+CS-KD", "uskd": "+USKD", "gist": "*"}
-
-
-def run_objective(params: dict[str, str], tags: dict[str, str]) -> str:
-    """The objective a run trained with (see the module docstring for runs without ``objective.name``)."""
-    gist_on = as_bool(tags.get("gist", params.get("gist.enabled", "false")))
-    name = params.get("objective.name") or ("gist" if gist_on else "ce")
-    return "ce" if name == "gist" and not gist_on else name
 
 
 def row_label(method: str, objective: str) -> str:
-    return method + SUFFIX.get(objective, f"+{objective}")
+    """Table 11's row name: the method, ``+BYOT`` etc. for a self-distillation objective, ``*`` for GIST."""
+    return results.method_label(method, objective) + ("*" if objective == "gist" else "")
 
 
 def _number(value: Any) -> float | None:
@@ -61,16 +53,12 @@ def records_from_mlflow(tracking_uri: str, experiment: str, metric: str = "test/
         raise ConfigError(str(exc)) from None
     runs = [r for r in (trials if tuning else final)
             if not sweep_prefix or str(r.tags.get(tracking.SWEEP_TAG, "")).startswith(sweep_prefix)]
-    objective = {r.run_id: run_objective(r.params, r.tags) for r in runs}
     if tuning:
         chosen = [(r, metric) for r in runs if metric in r.metrics]
-    else:  # cells keyed by objective too: relabel the method with it, then results' one-configuration rule
-        relabelled = [dataclasses.replace(r, method=row_label(r.method, objective[r.run_id])) for r in runs]
-        chosen = [(r, cell.metric) for cell in results.build_cells(relabelled, metric) for r in cell.runs]
-        base = {r.run_id: r.method for r in runs}
-        chosen = [(dataclasses.replace(r, method=base[r.run_id]), m) for r, m in chosen]
+    else:  # results' cells are keyed by the objective already (its method label carries it)
+        chosen = [(r, cell.metric) for cell in results.build_cells(runs, metric) for r in cell.runs]
     return [{
-        "run_id": r.run_id, "method": r.method, "objective": objective[r.run_id], "protocol": r.protocol,
+        "run_id": r.run_id, "method": r.tags["method"], "objective": r.objective, "protocol": r.protocol,
         "backbone": r.backbone, "dataset": canonical_dataset(r.dataset), "seed": r.seed, "acc": r.metrics[m],
         "trainable_params": _number(r.metrics.get("params/total")),
         "objective_params": _number(r.metrics.get("params/objective")),

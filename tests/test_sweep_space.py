@@ -120,3 +120,15 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match=r"broken.yaml:\d+:\d+: not valid YAML") as info:
         load_sweep(p)
     assert "<unicode string>" not in str(info.value)
+
+
+def test_objective_knobs_in_a_space_are_checked_against_the_sweeps_objectives(tmp_path):
+    ok = load_sweep(write(tmp_path, {**BASE, "space": {"objective.name": {"choice": ["ce", "byot"]},
+                                                       "objective.temperature": {"choice": [2.0, 4.0]}}}))
+    assert ok.config_for({"objective.name": "ce", "objective.temperature": 2.0}).objective.name == "ce"
+    with pytest.raises(ConfigError, match=r"space.objective.temprature: no objective in this sweep \(ce, byot\)"):
+        load_sweep(write(tmp_path, {**BASE, "space": {"objective.name": {"choice": ["ce", "byot"]},
+                                                      "objective.temprature": {"choice": [2.0]}}}))
+    with pytest.raises(ConfigError, match="space.objective.temperature: value -1.0 is invalid"):
+        load_sweep(write(tmp_path, {**BASE, "space": {"objective.name": {"choice": ["byot"]},
+                                                      "objective.temperature": {"choice": [-1.0]}}}))

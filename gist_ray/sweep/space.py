@@ -33,6 +33,7 @@ import optuna
 from gist_ray.config import Config, Variants, absolute_paths, build_config
 from gist_ray.errors import ConfigError
 from gist_ray.methods import method_knobs
+from gist_ray.objectives import objective_knobs
 from gist_ray.typed_config import from_dict, load_yaml, parse_override, set_path
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "logint", "quniform", "fixed")
@@ -101,6 +102,9 @@ class Dist:
         return [self.args[0], self.args[1]]
 
 
+# config sections whose other keys are the knobs of the chosen ``<section>.name``
+KNOBS = {"method": method_knobs, "objective": objective_knobs}
+
 # how a sweep turns trials into reported numbers; every run records its protocol
 PROTOCOLS = {
     "none": "the base config's splits as given",
@@ -133,12 +137,12 @@ class SweepSpec:
             self.variants = Variants(self.base)
         return self.variants.get(overrides)
 
-    def method_names(self) -> list[str]:
-        """Every method a trial of this sweep can use."""
-        d = self.space.get("method.name")
+    def names_of(self, section: str) -> list[str]:
+        """Every method (``section="method"``) or objective a trial of this sweep can use."""
+        d = self.space.get(f"{section}.name")
         if d is not None:
             return [str(v) for v in d.probe_values()]
-        return [self.base.method.name]
+        return [getattr(self.base, section).name]
 
 
 def parse_dist(value: Any, where: str) -> Dist:
@@ -181,15 +185,16 @@ def parse_dist(value: Any, where: str) -> Dist:
 
 def _validate(spec: SweepSpec) -> None:
     src = spec.source or spec.name
-    known_methods = spec.method_names()
     for key, dist in spec.space.items():
         where = f"{src}: space.{key}"
-        if key.startswith("method.") and key != "method.name":
+        section = key.split(".", 1)[0]
+        if section in KNOBS and key != f"{section}.name":  # a method's or an objective's own knob
             knob = key.split(".", 2)[1]
-            owners = [m for m in known_methods if knob in (method_knobs(m) or set())]
+            names, knobs_of = spec.names_of(section), KNOBS[section]
+            owners = [m for m in names if knob in (knobs_of(m) or set())]
             if not owners:
-                raise ConfigError(f"{where}: no method in this sweep ({', '.join(known_methods)}) has a knob {knob!r}")
-            probe = {"method.name": owners[0]}
+                raise ConfigError(f"{where}: no {section} in this sweep ({', '.join(names)}) has a knob {knob!r}")
+            probe = {f"{section}.name": owners[0]}
         else:
             probe = {}
         for v in dist.probe_values():
