@@ -198,7 +198,7 @@ def test_removing_a_node_mid_sweep_retries_its_trial_and_the_sweep_completes(clu
     assert "removed" in STATE, "no trial ran on a worker node"
     assert STATE["removed"] not in {n.node_id for n in cluster.worker_nodes} and len(cluster.worker_nodes) == 1
     assert [r.status for r in result.rows] == ["TERMINATED", "TERMINATED"]
-    assert all(r.metrics["epoch"] == 4 and "test/acc" in r.metrics for r in result.rows)
+    assert all(r.metrics["epoch"] == 4 and "val/acc" in r.metrics and "test/acc" not in r.metrics for r in result.rows)
     victim = STATE["victim_trial"]
     assert STATE["recovered"] == [victim]  # retried once, the other trial untouched
     seen = [(e, n) for t, e, n in STATE["results"] if t == victim]

@@ -154,3 +154,6 @@ def test_best_configuration_is_repeated_over_seeds(ray_local, tmp_path):
     parent = df[(df["tags.gist_ray.kind"] == "sweep") & (df["tags.gist_ray.sweep"] == "repeat")].iloc[0]
     vals = [r.metrics["val/acc"] for r in reps.rows]
     assert parent["metrics.repeat1/val/acc/mean"] == pytest.approx(sum(vals) / 2)
+    # tuning trials never saw the test split; the repeats, final runs, were tested once each
+    assert all("test/acc" not in r.metrics for r in result.rows)
+    assert all(0.0 <= r.metrics["test/acc"] <= 1.0 for r in reps.rows)

@@ -132,3 +132,11 @@ def test_objective_knobs_in_a_space_are_checked_against_the_sweeps_objectives(tm
     with pytest.raises(ConfigError, match="space.objective.temperature: value -1.0 is invalid"):
         load_sweep(write(tmp_path, {**BASE, "space": {"objective.name": {"choice": ["byot"]},
                                                       "objective.temperature": {"choice": [-1.0]}}}))
+
+
+def test_tuning_trials_do_not_test_unless_asked(tmp_path):
+    plain = load_sweep(write(tmp_path, {**BASE, "space": {"train.lr": {"choice": [1e-3, 3e-3]}}}))
+    assert plain.base.data.test_split is None and plain.final_test_split == "test"
+    asked = load_sweep(write(tmp_path, {**BASE, "space": {"train.lr": {"choice": [1e-3]}},
+                                        "search": {"test_trials": True}}))
+    assert asked.base.data.test_split == "test"

@@ -6,10 +6,12 @@ import argparse
 
 from gist_ray.sweep.driver import format_table, run_sweep
 from gist_ray.sweep.space import load_sweep
+from gist_ray.timing import phase
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = load_sweep(args.space, args.overrides)
+    with phase("driver/load_sweep"):
+        spec = load_sweep(args.space, args.overrides)
     if args.resume and args.resume is not True and args.resume != spec.name:
         spec.name = args.resume
     if args.name:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,10 +45,25 @@ DATASETS: Registry[Loader] = Registry("dataset")
 VALIDATORS: Registry[Callable[..., None]] = Registry("dataset validator")
 
 
+# Splits this process has loaded, newest last: a Tune actor that runs one trial after another (actor reuse) loads
+# each split once, not once per trial. Splits are never modified after loading; a few are kept.
+_LOADED: OrderedDict[tuple, Split] = OrderedDict()
+KEEP_LOADED = 4
+
+
 def load_splits(cfg, names: list[str]) -> dict[str, Split]:
-    """Load each named split of the dataset ``cfg.name``."""
+    """Load each named split of the dataset ``cfg.name`` (the same config and split again: the loaded one)."""
     loader = DATASETS.get(cfg.name)
-    return {name: loader(cfg, name) for name in names}
+    out = {}
+    for name in names:
+        key = (repr(dataclasses.astuple(cfg)), name)
+        if key not in _LOADED:
+            _LOADED[key] = loader(cfg, name)
+            while len(_LOADED) > KEEP_LOADED:
+                _LOADED.popitem(last=False)
+        _LOADED.move_to_end(key)
+        out[name] = _LOADED[key]
+    return out
 
 
 def validate_splits(cfg, names: list[str]) -> None:

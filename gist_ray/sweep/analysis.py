@@ -115,6 +115,8 @@ def repeat_spec(spec: SweepSpec, best_configs: list[dict]) -> SweepSpec:
     s.objectives, s.repeat_best, s.repeat_seeds = {}, 0, []
     s.max_concurrent_trials = spec.search.max_concurrent_trials
     base = spec.base
+    if spec.final_test_split and not base.data.test_split:  # the repeats are final runs: they test
+        base = dataclasses.replace(base, data=dataclasses.replace(base.data, test_split=spec.final_test_split))
     if spec.protocol == "vtab":
         base = dataclasses.replace(base, data=dataclasses.replace(base.data, train_split="trainval", eval_split=None,
                                                                    test_split="test"))

@@ -54,6 +54,7 @@ from gist_ray.sweep.search import make_scheduler, make_search_alg, objectives
 from gist_ray.sweep.space import SweepSpec
 from gist_ray.sweep.trial import config_key, run_trial, trial_resources
 from gist_ray.train.launch import cluster_has_gpu, init_ray, make_trainer
+from gist_ray.timing import phase
 from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 
 _finite = tracking.finite
@@ -119,9 +120,10 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True, role:
     storage = str(Path(base_cfg.output_dir) / "sweeps") if "://" not in base_cfg.output_dir else base_cfg.output_dir + "/sweeps"
     path = f"{storage}/{spec.name}"
     uri, experiment = base_cfg.tracking.uri, base_cfg.tracking.experiment
-    c = tracking.client(uri)
-    exp_id = tracking.experiment_id(c, experiment)
-    ledger = read_ledger(c, exp_id, spec.name)
+    with phase("driver/mlflow_ledger"):
+        c = tracking.client(uri)
+        exp_id = tracking.experiment_id(c, experiment)
+        ledger = read_ledger(c, exp_id, spec.name)
     exists = ledger.parent_id is not None or tune.Tuner.can_restore(path)  # local and s3:// / gs:// storage alike
     if resume and not exists:
         raise ConfigError(f"--resume {spec.name}: no sweep state at {path} and no sweep {spec.name!r} in MLflow")
@@ -136,14 +138,16 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True, role:
         tracking.retire_run(c, t.run_id, "unfinished duplicate of a continued trial; its slot is sampled anew")
     mlflow_cb = MlflowSweepCallback(spec, uri, experiment, role=role, protocol=protocol, continued=plan.continued,
                                     tags_for=tags_for)
-    parent_id = mlflow_cb.open_parent()
+    with phase("driver/mlflow_parent"):
+        parent_id = mlflow_cb.open_parent()
     if resume and ledger.trials:
         print(f"[sweep {spec.name}] resuming: {len(plan.evaluated)} trials done (not rerun), "
               f"{len(plan.continued)} unfinished (continued), {plan.to_run - len(plan.continued)} new", flush=True)
     all_ended = True
     if plan.to_run:
         base_cfg = _start(spec, base_cfg)
-        all_ended = _fit(spec, plan, base_cfg, storage, [mlflow_cb, *_progress(spec, plan, verbose), *callbacks])
+        with phase("driver/tune_fit"):
+            all_ended = _fit(spec, plan, base_cfg, storage, [mlflow_cb, *_progress(spec, plan, verbose), *callbacks])
         if all_ended:  # a continued trial whose config no trial ran: its slot went to a new run
             for t in mlflow_cb.not_taken_over():
                 tracking.retire_run(c, t.run_id, "unfinished trial not taken over by the resumed sweep")
@@ -156,7 +160,8 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True, role:
         print(f"[sweep {spec.name}] interrupted with {len(ledger.unfinished())} unfinished trials: "
               f"continue it with --resume", flush=True)
         return result
-    finish_parent(c, spec, result)
+    with phase("driver/finish_parent"):
+        finish_parent(c, spec, result)
     if spec.protocol == "vtab" and result.best() is not None:
         result.refit = refit(spec, result)
     if spec.search.repeat_best and result.ok_rows():
@@ -166,13 +171,16 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True, role:
 
 def _start(spec: SweepSpec, base_cfg: Config) -> Config:
     """Pretrained weights, data preflight and Ray, before the first trial; returns the config (GPU resolved)."""
-    prepare_weights(spec)
+    with phase("driver/pretrain"):
+        prepare_weights(spec)
     d = base_cfg.data
     splits = [d.train_split, d.eval_split, d.test_split]
     if spec.protocol == "vtab":
         splits += ["trainval", "test"]
-    preflight(d, splits)  # bad data fails here, before Ray starts and before any trial
-    init_ray(base_cfg.resources.address)
+    with phase("driver/preflight"):
+        preflight(d, splits)  # bad data fails here, before Ray starts and before any trial
+    with phase("driver/ray_init"):
+        init_ray(base_cfg.resources.address)
     if base_cfg.resources.use_gpu is None:  # no revalidation: one field set from what the cluster has
         base_cfg = dataclasses.replace(base_cfg, resources=dataclasses.replace(base_cfg.resources,
                                                                                use_gpu=cluster_has_gpu()))

@@ -61,6 +61,9 @@ class SearchConfig:
     # after the search: rerun the best `repeat_best` configurations once per seed in `repeat_seeds`
     repeat_best: int = 0
     repeat_seeds: list = field(default_factory=list)
+    # test every tuning trial at its end too (off: tuning never sees the test split, and saves that pass; repeats
+    # and refits, the final runs, always test)
+    test_trials: bool = False
 
     def check(self, where: str) -> None:
         w = where or "search"
@@ -129,6 +132,7 @@ class SweepSpec:
     source: str = ""
     protocol: str = "none"
     variants: Optional[Variants] = field(default=None, repr=False, compare=False)
+    final_test_split: Optional[str] = None  # the split the final runs (repeats) test on, when trials do not
 
     def config_for(self, overrides: dict[str, Any]) -> Config:
         """The run config of a trial with these sampled ``{a.b: value}`` overrides (knobs its method lacks
@@ -338,7 +342,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if first:
         search.initial_points = [first_trial(base, space, first, f"{path}: per_task.{task}"), *search.initial_points]
     base_cfg = absolute_paths(build_config(base, source=f"{path}: base"))
-    spec = SweepSpec(str(raw.get("name") or path.stem), base_cfg, search, space, define_by_run, str(path), protocol)
+    final_test = base_cfg.data.test_split
+    if final_test and not search.test_trials:  # tuning trials select on eval_split; the final runs test
+        base_cfg = dataclasses.replace(base_cfg, data=dataclasses.replace(base_cfg.data, test_split=None))
+    spec = SweepSpec(str(raw.get("name") or path.stem), base_cfg, search, space, define_by_run, str(path), protocol,
+                     final_test_split=final_test)
     if protocol in ("vtab", "paper"):
         bad = [k for k in space if k.startswith("data.") and k.endswith("_split") or k == "train.eval_every"]
         if bad:
