@@ -23,6 +23,7 @@ CPU:  python bench/sweep_efficiency.py --quick      (quickstart, 4 trials x 4 ep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -85,33 +86,31 @@ def read_results(path: str) -> dict[str, list[dict]]:
 def main(argv=None) -> dict:
     import torch
 
-    from gist_ray.config import build_config
     from gist_ray.sweep.driver import prepare_weights, run_sweep
     from gist_ray.sweep.space import load_sweep
     from gist_ray.train.launch import cluster_has_gpu, init_ray
 
     args = parse(argv)
     overrides = (["train.epochs=4"] if args.quick else []) + list(args.set)
-    spec = load_sweep(args.sweep, overrides)
-    if args.num_samples or args.quick:
-        spec.search.num_samples = args.num_samples or 4
-    if args.concurrency:
-        spec.search.max_concurrent_trials = args.concurrency
-    spec.search.initial_points = spec.search.initial_points[: spec.search.num_samples]
-    spec.search.repeat_best = 0
-    spec.name = f"bench-eff-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory(prefix="gist-bench-sweep-") as tmp:
-        spec.base["output_dir"] = str(Path(tmp) / "runs")
-        spec.base["tracking"] = {"uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "bench-sweep-efficiency"}
+        where = [f"output_dir={tmp}/runs", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                 "tracking.experiment=bench-sweep-efficiency"]
+        spec = load_sweep(args.sweep, [*overrides, *where])
+        if args.num_samples or args.quick:
+            spec.search.num_samples = args.num_samples or 4
+        if args.concurrency:
+            spec.search.max_concurrent_trials = args.concurrency
+        spec.search.initial_points = spec.search.initial_points[: spec.search.num_samples]
+        spec.search.repeat_best = 0
+        spec.name = f"bench-eff-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         prepare_weights(spec)  # one-off (cached) pretraining of vit_synth_* backbones: not a per-trial cost
         t0 = time.perf_counter()
         init_ray(args.address)
         t_ray = time.perf_counter() - t0
-        cfg = build_config(spec.base)
+        cfg = spec.base
         if cfg.resources.use_gpu is None:
-            cfg = build_config({**spec.base, "resources": {**spec.base.get("resources", {}),
-                                                           "use_gpu": cluster_has_gpu()}})
+            cfg = dataclasses.replace(cfg, resources=dataclasses.replace(cfg.resources, use_gpu=cluster_has_gpu()))
         conc, slots = concurrency(spec, cfg)
         bl.header("Sweep efficiency: time inside training epochs vs sweep wall time", device, [
             f"sweep {Path(args.sweep).name} as {spec.name}: {spec.search.num_samples} trials, "
