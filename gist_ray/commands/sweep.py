@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gist_ray import console
+from gist_ray.config import build_config
 from gist_ray.sweep.driver import format_table, run_sweep
 from gist_ray.sweep.space import load_sweep
 
@@ -14,6 +16,7 @@ def run(args: argparse.Namespace) -> int:
         spec.name = args.resume
     if args.name:
         spec.name = args.name
+    console.start(build_config(spec.base).output_dir, spec.name)
     result = run_sweep(spec, resume=bool(args.resume))
     print()
     print(format_table(result), end="")
@@ -24,4 +27,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nbest trial {best.trial_id}: {result.metric}={best.metrics[result.metric]:.4f}  config={best.config}")
     print(f"sweep {result.name}: {len(result.rows)} trials in {result.wall_s:.0f} s; state in {result.path}")
     print("browse: mlflow ui --backend-store-uri " + spec.base.get("tracking", {}).get("uri", "sqlite:///mlflow.db"))
+    print(console.where_logs_are())
     return 0

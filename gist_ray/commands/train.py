@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from gist_ray import tracking
+from gist_ray import console, tracking
 from gist_ray.config import load_config, to_dict
 from gist_ray.data import preflight
 from gist_ray.pretrain import ensure_pretrained
@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     if config and "=" in config and not os.path.isfile(config):
         config, overrides = None, [config, *overrides]  # no config file: only overrides
     cfg = load_config(config, overrides)
+    console.start(cfg.output_dir, cfg.name)
     d = cfg.data
     with phase("driver/preflight"):
         preflight(d, [d.train_split, d.eval_split, d.test_split])
@@ -48,4 +49,5 @@ def run(args: argparse.Namespace) -> int:
     print("result: " + "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics.get(k), float) else
                                  f"{k}={metrics.get(k)}" for k in keys))
     print(f"checkpoints: {where}   mlflow run: {run_id} ({cfg.tracking.uri})")
+    print(console.where_logs_are())
     return 0
