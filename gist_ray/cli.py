@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if isinstance(getattr(args, "resume", None), str) and "=" in args.resume:  # `--resume a.b=1`: an override,
+        args.overrides, args.resume = [*args.overrides, args.resume], True  # not the name of a sweep
     console.set_verbose(getattr(args, "verbose", False))
     try:
         with phase("cli/imports"):

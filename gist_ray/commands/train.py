@@ -10,7 +10,8 @@ import argparse
 import os
 
 from gist_ray import console, tracking
-from gist_ray.config import load_config, to_dict
+from gist_ray.config import Config, load_config, to_dict
+from gist_ray.errors import ConfigError
 from gist_ray.data import preflight
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.timing import phase
@@ -19,12 +20,35 @@ from gist_ray.train.launch import init_ray, make_trainer
 from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 
 
+# a rerun with the same name continues that run from its checkpoints: what they were trained as may not change
+FIXED_ON_RESUME = ("model.", "method.", "gist.", "data.")
+
+
+def refuse_a_different_run(cfg: Config) -> None:
+    """Fail, naming the fields, when a run called ``cfg.name`` exists in MLflow with another model, method, GIST
+    setting or dataset: continuing it would load checkpoints of a different model into this one."""
+    c = tracking.client(cfg.tracking.uri)
+    exp = c.get_experiment_by_name(cfg.tracking.experiment)
+    found = exp and tracking.find_run(c, exp.experiment_id, {tracking.RUN_TAG: cfg.name, tracking.KIND_TAG: "train"})
+    if not found:
+        return
+    old = found.data.params
+    new = {k: str(v) for k, v in tracking.flatten(to_dict(cfg)).items()}
+    changed = sorted(k for k in set(old) | set(new) if k.startswith(FIXED_ON_RESUME) and old.get(k) != new.get(k))
+    if changed:
+        what = ", ".join(f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in changed[:4])
+        raise ConfigError(f"name={cfg.name}: a run of that name already exists (MLflow run {found.info.run_id}) and "
+                          f"rerunning a name continues it, but this config differs ({what}); give this run its own "
+                          f"name, e.g. name={cfg.name}-2")
+
+
 def run(args: argparse.Namespace) -> int:
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not os.path.isfile(config):
         config, overrides = None, [config, *overrides]  # no config file: only overrides
     cfg = load_config(config, overrides)
     console.start(cfg.output_dir, cfg.name)
+    refuse_a_different_run(cfg)
     d = cfg.data
     with phase("driver/preflight"):
         preflight(d, [d.train_split, d.eval_split, d.test_split])

@@ -143,7 +143,10 @@ def sweep_spec(study: Study, cells: Sequence[Cell], sweep_name: str) -> SweepSpe
     search = SearchConfig(num_samples=len(cells), max_concurrent_trials=study.max_concurrent_trials, metric=metric,
                           mode=mode, sampler="random", scheduler="none",
                           initial_points=[dict(c.overrides) for c in cells])
-    return SweepSpec(sweep_name, to_dict(study.base), search, space, source=study.source)
+    base = to_dict(study.base)
+    first = study.cell_config(cells[0]).data  # the study's base names no dataset; the sweep checks this one's
+    base["data"].update(name=first.name, task=first.task, root=first.root)  # splits before any trial starts
+    return SweepSpec(sweep_name, base, search, space, source=study.source)
 
 
 # ----------------------------------------------------------------------------- MLflow: the study run
