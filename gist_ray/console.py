@@ -56,14 +56,15 @@ def log_dir_for(output_dir: str) -> Path:
 
 
 class _GistRayOnly(logging.Filter):
-    """On the console without --verbose: gist-ray's own warnings, and errors of libraries outside :data:`QUIET`."""
+    """On the console without --verbose: gist-ray's own warnings (its loggers, ``GistRayWarning``), and errors of
+    libraries outside :data:`QUIET`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         top = record.name.split(".")[0]
         if top == "gist_ray":
             return True
         if record.name == "py.warnings":
-            return "gist_ray" in record.getMessage()
+            return "GistRayWarning" in record.getMessage()
         return top not in QUIET and record.levelno >= logging.ERROR
 
 

@@ -3,7 +3,8 @@ datasets as MLflow dataset inputs (the Dataset column and its filter), the exper
 the runs table.
 
 The experiment kind: MLflow 3 records it as the experiment tag ``mlflow.experimentKind`` (``genai_development`` or
-``custom_model_development``, "Machine learning" in the UI). gist-ray sets ``custom_model_development``. MLflow
+``custom_model_development``, "Machine learning" in the UI); ``tracking.experiment_id`` sets
+``custom_model_development``. MLflow
 3.17's UI itself, however, decides what an experiment page opens on from its "GenAI | Model training" switch (the
 ``workflowType`` URL parameter, else the browser's last choice, else GenAI), not from that tag; so every link
 gist-ray prints carries ``workflowType=machine_learning`` and opens the runs table (:func:`runs_url`).
@@ -19,7 +20,7 @@ from typing import Any
 
 from gist_ray.config import Config
 
-KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 WORKFLOW = "workflowType=machine_learning"
 GIST_KNOBS_SHOWN_WHEN_OFF = {"gist.enabled"}
@@ -71,19 +72,20 @@ def applicable_params(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def mark_model_training(client, experiment_id: str) -> None:
-    """Record the experiment as model training (MLflow 3's experiment kind), once."""
-    exp = client.get_experiment(experiment_id)
-    if exp.tags.get(KIND_TAG) != MODEL_TRAINING:
-        client.set_experiment_tag(experiment_id, KIND_TAG, MODEL_TRAINING)
-
-
 def runs_url(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """A link that opens the experiment's runs table (or one run) in the MLflow UI; for a local store, where
     ``mlflow ui --backend-store-uri URI`` serves it by default."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     page = f"runs/{run_id}" if run_id else "runs"
     return f"{base}/#/experiments/{experiment_id}/{page}?{WORKFLOW}"
+
+
+def browse_hint(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The line telling how to look at the runs: the link, and for a local store the command that serves it."""
+    url = runs_url(tracking_uri, experiment_id, run_id)
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"browse: {url}"
+    return f"browse: mlflow ui --backend-store-uri {tracking_uri}  then open {url}"
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -20,6 +20,8 @@ NOISE = (
     "Reporting training result",
     "Study.stop",
     "UserWarning",
+    "View run",
+    "View experiment at",
 )
 RAW_DICT = re.compile(r"\{'(epoch|train/loss|trial_id|training_iteration)'")
 

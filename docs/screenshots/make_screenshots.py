@@ -6,8 +6,10 @@ starts ``mlflow server`` on a free 127.0.0.1 port against ``--store``, waits for
 API the newest sweep of ``--experiment`` (its parent run and its best trial), drives Debian's Chromium
 (``apt-get install chromium``) over the DevTools protocol and writes three PNGs:
 
-- ``experiment.png``: the experiment page as it opens, the runs table with the sweep expanded;
-- ``sweep_run.png``: the sweep's parent run (its parameters, metrics and the trials table and plots);
+- ``experiment.png``: the experiment page as it opens (default columns), the sweep expanded and the Run Name
+  column dragged wider;
+- ``sweep_run.png``: the sweep's parent run: its description (the best trial, the GIST-on-vs-off plot, the best
+  trials), metrics and parameters;
 - ``trial_run.png``: one trial run (its parameters, metrics, tags, dataset inputs).
 
 MLflow 3.17's UI opens an experiment on the GenAI overview unless the URL (or the browser's memory of the "Model
@@ -142,6 +144,24 @@ class Chromium:
             for (const b of document.querySelectorAll('button')) if (b.innerText.trim() === 'Got it') b.click();
         })()""")
 
+    async def drag(self, x: float, y: float, dx: float) -> None:
+        """Press at (x, y), move right by dx, release (resizes a table column by its header edge)."""
+        await self.send("Input.dispatchMouseEvent", type="mousePressed", x=x, y=y, button="left", clickCount=1)
+        for i in range(1, 11):
+            await self.send("Input.dispatchMouseEvent", type="mouseMoved", x=x + dx * i / 10, y=y, button="left",
+                            buttons=1)
+        await self.send("Input.dispatchMouseEvent", type="mouseReleased", x=x + dx, y=y, button="left", clickCount=1)
+
+    async def widen_column(self, title: str, dx: float) -> None:
+        edge = await self.js(f"""(() => {{
+            const h = [...document.querySelectorAll('.ag-header-cell')].find(e => e.innerText.trim() === {json.dumps(title)});
+            if (!h) return null;
+            const r = h.getBoundingClientRect();
+            return [r.right - 3, r.top + r.height / 2];
+        }})()""")
+        if edge:
+            await self.drag(edge[0], edge[1], dx)
+
     async def shot(self, path: Path) -> None:
         r = await self.send("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(r["data"]))
@@ -168,9 +188,15 @@ async def take(url: str, exp_id: str, parent: dict, trial: dict, out: Path, bina
                 const b = document.querySelector('button[data-component-id$="runnamecellrenderer.tsx_46"]');
                 if (b) b.click(); })()""")
             await asyncio.sleep(2)
+            await browser.widen_column("Run Name", 330)  # run names are long; a user drags the same edge
+            await asyncio.sleep(1)
             await browser.shot(out / "experiment.png")
             await browser.goto(f"{url}/#/experiments/{exp_id}/runs/{parent['info']['run_id']}?{ML}",
                                text_has(parent_name))
+            await browser.js("""(() => {  // unfold the description: the comparison plot and the best trials
+                for (const b of document.querySelectorAll('button, a, span'))
+                    if (b.innerText && b.innerText.trim() === 'Show more') { b.click(); return; } })()""")
+            await asyncio.sleep(2)
             await browser.shot(out / "sweep_run.png")
             await browser.goto(f"{url}/#/experiments/{exp_id}/runs/{trial['info']['run_id']}?{ML}",
                                text_has(trial_name))

@@ -12,6 +12,7 @@ import os
 from gist_ray import console, tracking
 from gist_ray.config import Config, load_config, to_dict
 from gist_ray.errors import ConfigError
+from gist_ray.mlflow_ui import browse_hint
 from gist_ray.data import preflight
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.timing import phase
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     keys = ["epoch", "train/loss", "val/acc", "test/acc", "params/total"]
     print("result: " + "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics.get(k), float) else
                                  f"{k}={metrics.get(k)}" for k in keys))
-    print(f"checkpoints: {where}   mlflow run: {run_id} ({cfg.tracking.uri})")
+    print(f"checkpoints: {where}")
+    t = cfg.tracking
+    print(browse_hint(t.uri, tracking.experiment_id(tracking.client(t.uri), t.experiment), run_id))
     print(console.where_logs_are())
     return 0

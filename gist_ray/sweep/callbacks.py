@@ -8,8 +8,8 @@ from typing import Any, Callable, Iterable
 
 from ray.tune import Callback
 
-from gist_ray import tracking
-from gist_ray.config import to_dict
+from gist_ray import mlflow_ui, tracking
+from gist_ray.config import build_config, to_dict
 from gist_ray.sweep.space import SweepSpec, apply_overrides
 from gist_ray.sweep.trial import config_key
 
@@ -58,8 +58,6 @@ class MlflowSweepCallback(Callback):
         return self.parent_id
 
     def trial_config(self, trial) -> dict:
-        from gist_ray.config import build_config
-
         return to_dict(build_config(apply_overrides(self.spec.base, trial.config)))
 
     def _child(self, trial) -> str:
@@ -81,9 +79,11 @@ class MlflowSweepCallback(Callback):
                     tracking.TRIAL_DIRS_TAG: tracking.json_tag([trial_dir]),
                     **tracking.run_tags(cfg, role=self.role, protocol=self.protocol),
                     **(self.tags_for(trial.config) if self.tags_for else {})}
-            run_id = self.c.create_run(self.exp_id, run_name=f"{self.spec.name}-{trial.trial_id}", tags=tags).info.run_id
-            tracking.log_params(self.c, run_id, {**tracking.flatten(cfg),
-                                                 **{f"sampled.{k}": v for k, v in trial.config.items()}})
+            run_id = self.c.create_run(self.exp_id, run_name=mlflow_ui.run_name(cfg, trial.config),
+                                       tags=tags).info.run_id
+            tracking.log_params(self.c, run_id, mlflow_ui.applicable_params(
+                {**tracking.flatten(cfg), **{f"sampled.{k}": v for k, v in trial.config.items()}}))
+            mlflow_ui.log_datasets(self.c, run_id, build_config(cfg))
         self.children[trial.trial_id] = run_id
         return run_id
 

@@ -1,17 +1,22 @@
-"""The comparison a researcher wants first from a sweep, drawn for its parent run: the best score of each method with
-GIST and without, and the score of the GIST trials against lambda and against T."""
+"""The comparison a researcher wants first from a sweep, for its parent run: the best score of each method with GIST
+and without, the score of the GIST trials against lambda and against T, and the trials as a CSV table."""
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
+
+from gist_ray.config import build_config, to_dict  # noqa: E402
+from gist_ray.mlflow_ui import run_name  # noqa: E402
+from gist_ray.sweep.space import apply_overrides  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ def plot_comparison(points: list[Point], metric: str, path: Path, maximise: bool
     best = best_by_method(points, maximise)
     methods = sorted(best)
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     ax = axes[0]
     width = 0.38
     for j, (on, label, hatch) in enumerate(((False, "without GIST", "//"), (True, "with GIST", ""))):
@@ -86,6 +91,51 @@ def plot_comparison(points: list[Point], metric: str, path: Path, maximise: bool
             ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=85)  # about 1100 px wide: the run page shows it whole
     plt.close(fig)
     return path
+
+
+def comparison_files(base: dict, rows: Sequence[Any], metric: str, mode: str, directory: Path) -> list[Path]:
+    """For a sweep's parent run: ``trials.csv`` (every trial: its readable name, method, GIST setting, sampled
+    values, status, score, error) and ``gist_vs_off.png`` (:func:`plot_comparison` of the finished trials).
+    ``rows`` are the driver's trial rows (``trial_id``, ``status``, ``config``, ``metrics``, ``error``)."""
+    table, points = [], []
+    for r in rows:
+        cfg = to_dict(build_config(apply_overrides(base, r.config)))
+        value = r.metrics.get(metric)
+        if r.status == "TERMINATED" and isinstance(value, (int, float)) and math.isfinite(value):
+            points.append(point_of(cfg, value))
+        g = cfg["gist"]
+        table.append({"trial": r.trial_id, "status": r.status, "name": run_name(cfg, r.config),
+                      "method": cfg["method"]["name"], "gist": g["enabled"], "lambda": g["lam"] if g["enabled"] else "",
+                      "T": g["temperature"] if g["enabled"] else "", **r.config,
+                      **{k: r.metrics.get(k) for k in (metric, "epoch", "params/total")}, "error": r.error})
+    path = directory / "trials.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in table for k in row)))
+        writer.writeheader()
+        writer.writerows(table)
+    files = [path]
+    if points:
+        files.append(plot_comparison(points, metric, directory / "gist_vs_off.png", mode == "max"))
+    return files
+
+
+def sweep_note(parent_id: str, rows: Sequence[Any], metric: str, mode: str, base: dict, top: int = 10) -> str:
+    """The parent run's description (Markdown, the ``mlflow.note.content`` tag): the best trial by name, the
+    comparison plot (served by the tracking server from the run's artifacts) and the ``top`` trials."""
+    ok = [r for r in rows if r.status == "TERMINATED" and isinstance(r.metrics.get(metric), (int, float))
+          and math.isfinite(r.metrics[metric])]
+    ok.sort(key=lambda r: r.metrics[metric], reverse=mode == "max")
+    names = {r.trial_id: run_name(to_dict(build_config(apply_overrides(base, r.config))), r.config) for r in ok}
+    lines = []
+    if ok:
+        lines.append(f"**Best: {names[ok[0].trial_id]}**: {metric} {ok[0].metrics[metric]:.4f}")
+    lines += ["", f"![GIST on vs off](get-artifact?path=gist_vs_off.png&run_uuid={parent_id})", "",
+              f"| trial | run | {metric} |", "|---|---|---|"]
+    cell = {k: v.replace("|", "\\|") for k, v in names.items()}  # run names hold "|": escaped in a table cell
+    lines += [f"| {r.trial_id} | {cell[r.trial_id]} | {r.metrics[metric]:.4f} |" for r in ok[:top]]
+    errored = len([r for r in rows if r.status == "ERROR"])
+    lines.append(f"\n{len(rows)} trials, {errored} errored; all of them in trials.csv and trials.md (Artifacts).")
+    return "\n".join(lines)
