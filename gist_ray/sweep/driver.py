@@ -394,7 +394,9 @@ def format_table(result: SweepResult) -> str:
     table = [cols]
     for r in rows:
         m = r.metrics
-        table.append([r.trial_id, r.status, *[fmt(r.config.get(k)) for k in keys], fmt(m.get(result.metric)),
+        off = r.config.get("gist.enabled") is False  # its sampled lambda, T, mu did nothing: not shown
+        table.append([r.trial_id, r.status, *["-" if off and k.startswith("gist.") and k != "gist.enabled"
+                                              else fmt(r.config.get(k)) for k in keys], fmt(m.get(result.metric)),
                       fmt(m.get("test/acc")), fmt(m.get("epoch")), fmt(m.get("params/total"))])
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table]
