@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -25,6 +26,8 @@ MODEL_TRAINING = "custom_model_development"
 WORKFLOW = "workflowType=machine_learning"
 GIST_KNOBS_SHOWN_WHEN_OFF = {"gist.enabled"}
 DIGEST_SAMPLE = 64  # images hashed per split (evenly spaced), with every label and the shape
+log = logging.getLogger(__name__)
+_unreadable: set[str] = set()  # data configs whose splits could not be read here (warned once)
 
 
 def _fmt(v: Any) -> str:
@@ -145,8 +148,17 @@ def content_digest(images, labels) -> str:
 
 
 def log_datasets(client, run_id: str, cfg: Config) -> None:
-    """Log ``cfg``'s dataset inputs to ``run_id`` unless the run already has them (a resumed run)."""
+    """Log ``cfg``'s dataset inputs to ``run_id`` unless the run already has them (a resumed run). A dataset this
+    process cannot read is not logged (said once, in a warning): the Dataset column is no reason to stop a run."""
     run = client.get_run(run_id)
     if run.inputs and run.inputs.dataset_inputs:
         return
-    client.log_inputs(run_id, datasets=dataset_inputs(cfg))
+    try:
+        inputs = dataset_inputs(cfg)
+    except Exception as exc:  # noqa: BLE001 - any loader failure
+        key = _data_key(cfg)
+        if key not in _unreadable:
+            _unreadable.add(key)
+            log.warning("dataset inputs not logged to MLflow for %s/%s: %s", cfg.data.name, cfg.data.task, exc)
+        return
+    client.log_inputs(run_id, datasets=inputs)

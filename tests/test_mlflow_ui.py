@@ -130,3 +130,19 @@ def test_a_sweep_seen_through_a_real_servers_rest_api(ray_local, tmp_path) -> No
         assert rest(f"/get-artifact?path=gist_vs_off.png&run_uuid={parent}")[:4] == b"\x89PNG"  # the note's image
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_name_is_one_run_so_another_configuration_under_it_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    from gist_ray.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["model.backbone=vit_test_tiny", "model.weights=none", "train.epochs=1", "resources.use_gpu=false", *SMALL]
+    assert main(["train", *tiny, "name=one"]) == 0
+    capsys.readouterr()
+    assert main(["train", *tiny, "name=one", "gist.enabled=false", "method.name=vpt_deep"]) == 2
+    err = capsys.readouterr().err
+    assert "name=one: a run of that name already exists" in err and "method.name gist_adapter -> vpt_deep" in err
+    assert "gist.enabled True -> False" in err and "name=one-2" in err
+    assert not (tmp_path / "runs" / "one-2").exists()
+    assert main(["train", *tiny, "name=one", "train.epochs=2"]) == 0  # the same run, longer: continued

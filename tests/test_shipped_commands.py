@@ -12,7 +12,8 @@ How each kind runs here (2 CPU cores, no GPU, no network, no cluster):
   precision are kept.
 - ``make quickstart`` runs the real Makefile target with ``VENV`` pointing at a stand-in venv (install stamp
   present) whose ``gist-ray`` appends the tiny overrides: a separate process, whose console is checked for noise.
-- ``make test`` must run pytest on tests/ (``make -n``); not run, it is this suite.
+- other ``make`` targets (install, test) are dry-run (``make -n``) with a venv not yet made: they must create it,
+  pip-install gist-ray and (test) run pytest on tests/; not run: installing is the CI's job, and test is this suite.
 - ``mlflow ui ...`` starts on a free loopback port against the store the quickstart wrote; its REST API must
   list the sweep's runs.
 - ``ray job submit ... -- CMD``: CMD runs as above, with ``tracking.uri`` a real MLflow server on loopback.
@@ -83,7 +84,7 @@ def runner_of(c: Command) -> str | None:
     head = Path(c.argv[0]).name
     if head == "gist-ray":
         return "gist-ray"
-    if head == "make" and c.argv[1:] in (("quickstart",), ("test",)):
+    if head == "make" and len(c.argv) == 2 and f"\n{c.argv[1]}:" in (ROOT / "Makefile").read_text():
         return "make"
     if head == "mlflow" and c.argv[1] == "ui":
         return "mlflow-ui"
@@ -221,9 +222,12 @@ def run_make(c: Command, work: Path) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     for var in ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "RAY_DEDUP_LOGS"):
         env.pop(var, None)  # the user's environment, not the test session's
-    if c.argv[1] == "test":
-        dry = subprocess.run(["make", "-n", "test", f"VENV={shim}"], cwd=work, capture_output=True, text=True)
-        assert dry.returncode == 0 and f"{shim}/bin/python -m pytest" in dry.stdout and "tests" in dry.stdout, dry
+    if c.argv[1] != "quickstart":  # install, test: what they would run, with a venv not yet made
+        fresh = work / "fresh-venv"
+        dry = subprocess.run(["make", "-n", c.argv[1], f"VENV={fresh}"], cwd=work, capture_output=True, text=True)
+        assert dry.returncode == 0 and f"{fresh}/bin/python -m pip install" in dry.stdout, dry
+        if c.argv[1] == "test":
+            assert f"{fresh}/bin/python -m pytest -q tests" in dry.stdout, dry.stdout
         return dry.stdout
     p = subprocess.run(["make", *c.argv[1:], f"VENV={shim}"], cwd=work, capture_output=True, text=True, env=env,
                        timeout=600)

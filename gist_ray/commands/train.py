@@ -12,7 +12,7 @@ import os
 from gist_ray import console, tracking
 from gist_ray.config import Config, load_config, to_dict
 from gist_ray.errors import ConfigError
-from gist_ray.mlflow_ui import browse_hint
+from gist_ray.mlflow_ui import applicable_params, browse_hint
 from gist_ray.data import preflight
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.timing import phase
@@ -34,7 +34,7 @@ def refuse_a_different_run(cfg: Config) -> None:
     if not found:
         return
     old = found.data.params
-    new = {k: str(v) for k, v in tracking.flatten(to_dict(cfg)).items()}
+    new = {k: str(v) for k, v in applicable_params(tracking.flatten(to_dict(cfg))).items()}  # as they were logged
     changed = sorted(k for k in set(old) | set(new) if k.startswith(FIXED_ON_RESUME) and old.get(k) != new.get(k))
     if changed:
         what = ", ".join(f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in changed[:4])
