@@ -14,7 +14,7 @@ API the newest sweep of ``--experiment`` (its parent run and its best trial), dr
 
 MLflow 3.17's UI opens an experiment on the GenAI overview unless the URL (or the browser's memory of the "Model
 training" switch) says ``workflowType=machine_learning``; the pages below carry it, as the links gist-ray prints do.
-Needs nothing but the project's venv (aiohttp comes with Ray) and the chromium binary. Nothing leaves the machine.
+Needs nothing but the project's venv (aiohttp comes with MLflow) and the chromium binary. Nothing leaves the machine.
 """
 
 from __future__ import annotations
