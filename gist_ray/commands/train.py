@@ -35,7 +35,8 @@ def refuse_a_different_run(cfg: Config) -> None:
         return
     old = found.data.params
     new = {k: str(v) for k, v in applicable_params(tracking.flatten(to_dict(cfg))).items()}  # as they were logged
-    changed = sorted(k for k in set(old) | set(new) if k.startswith(FIXED_ON_RESUME) and old.get(k) != new.get(k))
+    changed = sorted((k for k in set(old) | set(new) if k.startswith(FIXED_ON_RESUME) and old.get(k) != new.get(k)),
+                     key=lambda k: (not k.endswith(("name", "enabled", "backbone", "task")), k))  # the headline first
     if changed:
         what = ", ".join(f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in changed[:4])
         raise ConfigError(f"name={cfg.name}: a run of that name already exists (MLflow run {found.info.run_id}) and "
