@@ -26,6 +26,22 @@ _keys = itertools.count()
 # ----------------------------------------------------------------------------- device + environment
 
 
+# dense bf16 peaks (TFLOP/s, no sparsity) by GPU model: H100 SXM and H200 share the same compute; the PCIe H100 is
+# lower. A name matching none of them gets no peak: pass --peak-tflops.
+PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0))
+
+
+def peak_bf16_tflops(device: torch.device) -> tuple[float | None, str]:
+    """(dense bf16 peak, the device name it was chosen for); (None, name) for an unknown device or a CPU."""
+    if device.type != "cuda":
+        return None, "cpu"
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if all(part in name for part in key.split()):
+            return tflops, name
+    return None, name
+
+
 def resolve_device(name: str, threads: int | None = None) -> torch.device:
     if threads:
         torch.set_num_threads(threads)

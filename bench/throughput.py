@@ -6,7 +6,8 @@ autocast, GIST loss, AdamW) on in-memory images at the backbone's size, random-i
 The limit: forward FLOPs per image are counted with torch.utils.flop_counter.FlopCounterMode (2 FLOPs per
 multiply-add; ViT-B/16 at 224 counts 35.1 GFLOP = 17.6 GMAC); a PEFT training step costs about 2x the forward
 (activation gradients, no weight gradients for frozen weights; ``full`` fine-tuning 3x). The limit is
-``peak / train FLOPs per image`` with ``--peak-tflops`` (default 790, H100 bf16 dense, on CUDA; on CPU no
+``peak / train FLOPs per image`` with ``--peak-tflops`` (default: the device's dense bf16 peak, 989 TFLOP/s for an
+H100 SXM or H200, 756 for an H100 PCIe, 312 for an A100, printed with the device's name; on CPU no
 peak is known unless given, and only the measured rate is printed). The counted forward+backward / forward
 ratio is printed as a check on the 2x rule (with GIST on, the trainable Gist token enters before the first
 block, so every method back-propagates through the whole backbone; ``linear`` without GIST needs only ~1x).
@@ -28,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
 
 DEFAULT_METHODS = "linear,gist_adapter,lora,vpt_shallow,vpt_deep,adaptformer,ssf,bitfit"
-H100_BF16_DENSE_TFLOPS = 790.0
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -43,7 +43,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=1, help="untimed epochs first (compile, allocator, cudnn)")
     ap.add_argument("--no-gist", action="store_true", help="time the methods without the Gist token")
     ap.add_argument("--peak-tflops", type=float, default=None,
-                    help=f"hardware peak for the limit; default {H100_BF16_DENSE_TFLOPS:g} on CUDA (H100 bf16 "
+                    help="hardware peak for the limit; default: the GPU model's bf16 peak (benchlib.PEAK_BF16_TFLOPS, "
                          "dense), none on CPU")
     return ap.parse_args(argv)
 
@@ -107,9 +107,11 @@ def main(argv=None) -> list[dict]:
     args.batch = args.batch or (4 if small else 128)
     args.steps = args.steps or (2 if small else 20)
     args.epochs = args.epochs or (2 if small else 5)
-    if args.peak_tflops is None and device.type == "cuda":
-        args.peak_tflops = H100_BF16_DENSE_TFLOPS
-    peak = f"peak {args.peak_tflops:g} TFLOP/s" if args.peak_tflops else "no peak known (pass --peak-tflops)"
+    peak_for = "given"
+    if args.peak_tflops is None:
+        args.peak_tflops, peak_for = bl.peak_bf16_tflops(device)
+    peak = (f"peak {args.peak_tflops:g} TFLOP/s ({peak_for})" if args.peak_tflops
+            else f"no peak known for {peak_for} (pass --peak-tflops)")
     bl.header("Training throughput and fraction of the hardware limit", device, [
         f"batch {args.batch}, {args.steps} steps x {args.epochs} timed epochs (median), {args.warmup} warm-up; "
         f"GIST {'off' if args.no_gist else 'on'}; precision {args.precision}{', compiled' if args.compile else ''}; "

@@ -12,7 +12,8 @@ loss, AdamW, schedule and batch size, in this process:
   (Resize + ToTensor + Normalize, ``--workers`` processes), fp16 autocast + GradScaler on GPU (fp32 on CPU),
   and an evaluation of the whole test split after EVERY epoch, as the official VTAB-1k scripts do.
 
-Prints both wall times, their ratio and, with a peak (``--peak-tflops``, default 790 on CUDA), the limit: the
+Prints both wall times, their ratio and, with a peak (``--peak-tflops``, default the GPU model's dense bf16 peak:
+989 TFLOP/s H100 SXM / H200, 756 H100 PCIe, 312 A100, printed with the device name), the limit: the
 run's FLOPs (epochs x train images x 2 x forward + test images x forward, forward counted by FlopCounterMode)
 over the peak. GPU targets: gist-ray within 2x of the limit and >= 5x faster than the reference.
 
@@ -34,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib as bl  # noqa: E402
 
-H100_BF16_DENSE_TFLOPS = 790.0
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -50,7 +50,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=None, help="reference DataLoader workers; default 8 (quick: 1)")
     ap.add_argument("--skip-reference", action="store_true", help="time gist-ray only")
     ap.add_argument("--peak-tflops", type=float, default=None,
-                    help=f"for the limit; default {H100_BF16_DENSE_TFLOPS:g} on CUDA, none on CPU")
+                    help="for the limit; default the GPU model's dense bf16 peak, none on CPU")
     return ap.parse_args(argv)
 
 
@@ -201,8 +201,9 @@ def main(argv=None) -> dict:
     args.batch = args.batch or (16 if q else 64)
     if args.workers is None:
         args.workers = 1 if q else 8
-    if args.peak_tflops is None and device.type == "cuda":
-        args.peak_tflops = H100_BF16_DENSE_TFLOPS
+    peak_for = "given"
+    if args.peak_tflops is None:
+        args.peak_tflops, peak_for = bl.peak_bf16_tflops(device)
     size = bl.backbone_size(args.backbone)
     bl.header("VTAB-1k-shaped run: gist-ray vs an official-style loop", device, [
         f"{args.backbone} + {args.method} + GIST, random init, {args.n_train} train images x {args.epochs} epochs, "
@@ -237,7 +238,7 @@ def main(argv=None) -> dict:
     print(bl.table(["loop", "precision", "wall s", "s/epoch", "decode once s", "test acc", "speed-up vs ref",
                     "x limit"], rows))
     print(f"   run FLOPs {run_flops / 1e12:.2f} TFLOP (forward {fwd / 1e9:.2f} GFLOP/img); "
-          + (f"limit {limit_s:.1f} s at {args.peak_tflops:g} TFLOP/s" if limit_s else "no peak known"))
+          + (f"limit {limit_s:.1f} s at {args.peak_tflops:g} TFLOP/s ({peak_for})" if limit_s else f"no peak known for {peak_for}"))
     out = {k: dict(v) for k, v in results.items()}
     out["limit_s"] = limit_s
     if "reference" in results:

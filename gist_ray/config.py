@@ -8,6 +8,7 @@ Every error names the offending field (``train.lr``) or file, and is raised befo
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from gist_ray.data import DATASETS
 from gist_ray.errors import ConfigError
 from gist_ray.losses import INTERACTIONS
 from gist_ray.methods import METHODS, method_knobs, require_family
+from gist_ray.objectives import objective_knobs, typed_objective, uses_gist_token
 from gist_ray.typed_config import (
     from_dict,
     load_yaml,
@@ -96,6 +98,32 @@ class GistConfig:
     def check(self, where: str) -> None:
         require(self.interaction in INTERACTIONS, where, "interaction",
                 f"unknown {self.interaction!r}; known: {', '.join(INTERACTIONS.names())}")
+
+
+@dataclass
+class ObjectiveConfig:
+    """What training minimises, by registered name (:mod:`gist_ray.objectives`); every other key is one of that
+    objective's own knobs. ``gist`` (the default) keeps its knobs under ``gist.*``. Only ``gist`` uses the Gist
+    token: with any other objective the run builds none, and the built config says so (``gist.enabled`` false)."""
+
+    name: str = "gist"
+    options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_raw(cls, data: dict, where: str) -> "ObjectiveConfig":
+        data = dict(data)
+        name = data.pop("name", cls.name)
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.name: expected a string, got {name!r}")
+        if "options" in data and isinstance(data["options"], dict):
+            data.update(data.pop("options"))
+        obj = cls(name=name, options=data)
+        obj.typed(where)
+        return obj
+
+    def typed(self, where: str = "objective") -> Any:
+        """The objective's own typed config (validated)."""
+        return typed_objective(self.name, self.options, where)
 
 
 @dataclass
@@ -193,6 +221,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     gist: GistConfig = field(default_factory=GistConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -207,6 +236,14 @@ class Config:
         require(fam is not None, "model", "backbone",
                 f"{backbone!r} is neither a timm VisionTransformer nor a Swin Transformer")
         require_family(self.method.name, self.method.typed(), fam, backbone)
+        check_backbone = getattr(self.objective.typed(), "check_backbone", None)
+        if check_backbone is not None:  # e.g. objective.blocks within the backbone's depth
+            check_backbone(backbone, "objective")
+
+    def __post_init__(self) -> None:
+        # the Gist token belongs to the gist objective: any other objective runs without one, and says so
+        if self.gist.enabled and not uses_gist_token(self.objective.name):
+            self.gist = dataclasses.replace(self.gist, enabled=False)
 
     def with_overrides(self, values: Mapping[str, Any], foreign_knobs: Literal["error", "drop"] = "error") -> "Config":
         """A new validated config with ``{"a.b": value}`` applied (see :func:`override_raw`)."""
@@ -216,32 +253,54 @@ class Config:
 def override_raw(raw: dict, values: Mapping[str, Any], foreign_knobs: Literal["error", "drop"] = "error") -> dict:
     """``raw`` (a run config mapping) with ``{"a.b": value}`` set.
 
-    When ``method.name`` changes, the old method's knobs that the new method lacks are dropped, with a one-line
-    note. A knob in ``values`` that the (new) method lacks is an error naming it (``foreign_knobs="error"``, the
-    command line) or silently dropped (``"drop"``: a flat sweep space holds knobs of several methods).
+    When ``method.name`` (``objective.name``) changes, the old method's (objective's) knobs that the new one lacks
+    are dropped, with a one-line note. A knob in ``values`` that the (new) method or objective lacks is an error
+    naming it (``foreign_knobs="error"``, the command line) or silently dropped (``"drop"``: a flat sweep space
+    holds knobs of several methods or objectives).
+
+    Switching from an objective without the Gist token to ``gist`` turns the token on (``gist.enabled``'s default)
+    unless ``gist.enabled`` is among ``values``: under a token-less objective ``gist.enabled`` means nothing (a
+    built config even holds a forced false), so it carries no choice over to ``gist``.
     """
-    old = dict((raw.get("method") or {}))
-    if isinstance(old.get("options"), dict):
-        old.update(old.pop("options"))
-    new_name = values.get("method.name", old.get("name", MethodConfig.name))
-    own = method_knobs(str(new_name))
-    if foreign_knobs == "drop":
-        values = {k: v for k, v in values.items() if not _foreign(k, own)}
-    out = with_paths({**raw, "method": old}, {})
-    if new_name != old.get("name", MethodConfig.name) and own is not None:
-        dropped = sorted(k for k in old if k != "name" and k not in own and f"method.{k}" not in values)
-        for k in dropped:
-            del out["method"][k]
-        if dropped and foreign_knobs == "error":
-            log.warning("method.name=%s: dropped %s's knobs it does not have: %s", new_name, old.get("name"),
-                        ", ".join(dropped))
+    out = dict(raw)
+    old_objective = str((raw.get("objective") or {}).get("name", ObjectiveConfig.name))
+    new_objective = str(values.get("objective.name", old_objective))
+    if not uses_gist_token(old_objective) and uses_gist_token(new_objective) and "gist.enabled" not in values:
+        out["gist"] = {**(raw.get("gist") or {}), "enabled": GistConfig.enabled}
+    for section, default, knobs in (("method", MethodConfig.name, method_knobs),
+                                    ("objective", ObjectiveConfig.name, objective_knobs)):
+        if section == "method" or section in raw or any(k.startswith(section + ".") for k in values):
+            values = _switch_knobs(out, values, section, default, knobs, foreign_knobs)
+    out = with_paths(out, {})
     for key, value in values.items():
         set_path(out, key.split("."), value)
     return out
 
 
-def _foreign(key: str, own: set[str] | None) -> bool:
-    return own is not None and key.startswith("method.") and key != "method.name" and key.split(".", 2)[1] not in own
+def _switch_knobs(out: dict, values: Mapping[str, Any], section: str, default: str, knobs, foreign_knobs: str) -> dict:
+    """Flatten ``out[section]``'s options, drop the old name's knobs the new name lacks; returns ``values`` without
+    foreign knobs when ``foreign_knobs="drop"``."""
+    old = dict((out.get(section) or {}))
+    if isinstance(old.get("options"), dict):
+        old.update(old.pop("options"))
+    new_name = values.get(f"{section}.name", old.get("name", default))
+    own = knobs(str(new_name))
+    if foreign_knobs == "drop":
+        values = {k: v for k, v in values.items() if not _foreign(k, own, section)}
+    if new_name != old.get("name", default) and own is not None:
+        dropped = sorted(k for k in old if k != "name" and k not in own and f"{section}.{k}" not in values)
+        for k in dropped:
+            del old[k]
+        if dropped and foreign_knobs == "error":
+            log.warning("%s.name=%s: dropped %s's knobs it does not have: %s", section, new_name, old.get("name"),
+                        ", ".join(dropped))
+    out[section] = old
+    return dict(values)
+
+
+def _foreign(key: str, own: set[str] | None, section: str = "method") -> bool:
+    return (own is not None and key.startswith(section + ".") and key != f"{section}.name"
+            and key.split(".", 2)[1] not in own)
 
 
 class Variants:
@@ -254,12 +313,19 @@ class Variants:
 
     def __init__(self, base: Config) -> None:
         self.base = base
-        self._built: dict[tuple, Config] = {}
+        self._raw = to_dict(base)
+        self._built: dict[str, Config] = {self._key(override_raw(self._raw, {})): base}  # the same normal form
+
+    @staticmethod
+    def _key(raw: Mapping[str, Any]) -> str:
+        return json.dumps(raw, sort_keys=True, default=repr)
 
     def get(self, overrides: Mapping[str, Any]) -> Config:
-        key = tuple(sorted((k, repr(v)) for k, v in overrides.items()))
+        """The config with ``overrides`` applied; two override sets that give the same config share one build."""
+        raw = override_raw(self._raw, overrides, foreign_knobs="drop")
+        key = self._key(raw)
         if key not in self._built:
-            self._built[key] = self.base.with_overrides(overrides, foreign_knobs="drop") if overrides else self.base
+            self._built[key] = build_config(raw)
         return self._built[key]
 
 

@@ -1,4 +1,4 @@
-"""Assemble backbone + PEFT method + Gist token; count, save and load what trains."""
+"""Assemble backbone + PEFT method + Gist token + objective; count, save and load what trains."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from gist_ray.backbones import create_backbone
 from gist_ray.config import Config, GistConfig
 from gist_ray.gist import GistModel
 from gist_ray.methods import apply_method
+from gist_ray.objectives import BuildContext, build_objective, uses_gist_token
 from gist_ray.pretrain import resolve_weights
 
 TOKEN_PREFIX = "gist."
 HEAD_PREFIX = "backbone.head."
+OBJECTIVE_PREFIX = "objective."
+PARTS = ("method", "token", "head", "objective")
 
 
 def build_model(
@@ -26,12 +29,18 @@ def build_model(
     gist: GistConfig | None = None,
     weights: str = "auto",
     drop_path: float = 0.0,
+    objective: str = "gist",
+    objective_options: dict | None = None,
 ) -> GistModel:
-    """Frozen backbone -> method applied in place -> Gist wrapper. Only method, token and head train."""
+    """Frozen backbone -> method applied in place -> Gist wrapper -> objective attached as ``model.objective``.
+    Only method, token, head and the objective's own modules (if any) train."""
     gist = gist or GistConfig()
     vit = create_backbone(backbone, num_classes, weights=resolve_weights(backbone, weights), drop_path=drop_path)
     apply_method(vit, method, method_options)
-    return GistModel(vit, gist.enabled, gist.length, gist.init_range, gist.dropout)
+    token = gist.enabled and uses_gist_token(objective)  # only the gist objective has a Gist token
+    model = GistModel(vit, token, gist.length, gist.init_range, gist.dropout)
+    model.objective = build_objective(objective, objective_options, BuildContext(vit, num_classes, gist))
+    return model
 
 
 def build_from_config(cfg: Config, num_classes: int) -> GistModel:
@@ -43,6 +52,8 @@ def build_from_config(cfg: Config, num_classes: int) -> GistModel:
         cfg.gist,
         cfg.model.weights,
         cfg.model.drop_path,
+        cfg.objective.name,
+        cfg.objective.options,
     )
 
 
@@ -54,24 +65,27 @@ def unwrap(model: nn.Module) -> GistModel:
 
 
 def param_part(name: str) -> str:
-    """Which part a trainable parameter belongs to: ``token``, ``head`` or ``method``."""
+    """Which part a trainable parameter belongs to: ``token``, ``head``, ``objective`` (an objective's own
+    modules, e.g. BYOT's shallow classifiers: trained, not used for prediction) or ``method``."""
     if name.startswith(TOKEN_PREFIX):
         return "token"
     if name.startswith(HEAD_PREFIX):
         return "head"
+    if name.startswith(OBJECTIVE_PREFIX):
+        return "objective"
     return "method"
 
 
 def trainable_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable parameters split into method, token and head, plus total and the frozen rest."""
-    counts = {"method": 0, "token": 0, "head": 0}
+    """Trainable parameters split into method, token, head and objective, plus total and the frozen rest."""
+    counts = dict.fromkeys(PARTS, 0)
     frozen = 0
     for name, p in unwrap(model).named_parameters():
         if p.requires_grad:
             counts[param_part(name)] += p.numel()
         else:
             frozen += p.numel()
-    counts["total"] = counts["method"] + counts["token"] + counts["head"]
+    counts["total"] = sum(counts[p] for p in PARTS)
     counts["frozen"] = frozen
     return counts
 

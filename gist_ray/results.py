@@ -6,7 +6,8 @@ or ``single``; tuning trials are selection scores and never enter a mean. Final 
 seed, paths, names and resources): the best-ranked one of the search that selected it (``gist_ray.selection_rank``),
 else the one with the most seeds, else the newest; and per seed its newest run. A cell's value is the mean ± std
 (ddof=1) over those seeds of the asked metric, never another one: a run without it is left out, and a cell where no
-run has it is *missing*, with the reason.
+run has it is *missing*, with the reason. Runs trained with another objective than GIST's or plain CE (BYOT,
+CS-KD, USKD: ``gist_ray.objectives``) make cells of their own, their method labelled ``method+BYOT`` etc.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gist_ray import tracking
+
+OBJECTIVE_SUFFIX = {"ce": "", "byot": "+BYOT", "cs_kd": "+CS-KD", "uskd": "+USKD", "gist": ""}
 
 # config fields that do not make a different configuration
 IGNORED = ("name", "output_dir", "train.seed", "data.root")
@@ -42,6 +45,20 @@ class FinalRun:
     metrics: dict[str, float]
     params: dict[str, str]
     tags: dict[str, str]
+    objective: str = "gist"
+
+
+def run_objective(params: dict[str, str], tags: dict[str, str]) -> str:
+    """The objective a run trained with: its ``objective.name`` parameter; runs logged before objectives existed
+    trained GIST's when their ``gist`` tag is true, else plain CE; a ``gist`` run without the token is CE."""
+    gist_on = str(tags.get("gist", params.get("gist.enabled", "false"))).lower() == "true"
+    name = params.get("objective.name") or ("gist" if gist_on else "ce")
+    return "ce" if name == "gist" and not gist_on else name
+
+
+def method_label(method: str, objective: str) -> str:
+    """``gist_adapter``, or ``gist_adapter+BYOT`` for a run trained with a self-distillation objective."""
+    return method + OBJECTIVE_SUFFIX.get(objective, f"+{objective}")
 
 
 @dataclass
@@ -98,10 +115,11 @@ def load_runs(uri: str, experiment: str) -> tuple[list[FinalRun], list[FinalRun]
             rank = int(tags[tracking.RANK_TAG])
         except (KeyError, ValueError):
             rank = None
-        r = FinalRun(run.info.run_id, role, tracking.protocol_of(tags), tags["method"],
+        objective = run_objective(run.data.params, tags)
+        r = FinalRun(run.info.run_id, role, tracking.protocol_of(tags), method_label(tags["method"], objective),
                      str(tags.get("gist", "false")).lower() == "true", tags["dataset"], tags.get("backbone", ""), seed,
                      fingerprint(run.data.params), rank, run.info.end_time or 0, dict(run.data.metrics),
-                     dict(run.data.params), dict(tags))
+                     dict(run.data.params), dict(tags), objective)
         (tuning if role == tracking.TUNING else final).append(r)
     return final, tuning
 

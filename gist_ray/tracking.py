@@ -42,6 +42,7 @@ FINAL_ROLES = (REFIT, REPEAT, CELL, SINGLE)  # runs whose number is a result (tu
 PROTOCOLS = {
     "vtab": "VTAB-1k protocol: selected on val200, refit on train800val200, tested once",
     "none": "trained on the train split, tested once at the end (no selection on test)",
+    "paper": "test evaluated every epoch, best epoch reported as the official GIST code does (not a clean test)",
 }
 DONE = ("FINISHED", "FAILED")  # final MLflow statuses: the run's work is over (KILLED / RUNNING: unfinished)
 
@@ -121,14 +122,15 @@ def protocol_of(tags: dict[str, str]) -> str:
     return "vtab" if role_of(tags) == REFIT else "none"
 
 
+def finite(v: Any) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite: what a metric must be to count."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def numeric_metrics(result: dict) -> dict[str, float]:
     """Our metrics from a Tune/Train result (``a/b`` keys and a few timing keys), finite numbers only."""
     keep = ("epoch", "lr", "epoch_time_s", "time_total_s")
-    out = {}
-    for k, v in result.items():
-        if ("/" in k or k in keep) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out[k] = float(v)
-    return out
+    return {k: float(v) for k, v in result.items() if ("/" in k or k in keep) and finite(v)}
 
 
 def tag_filter(tags: dict[str, str], *extra: str) -> str:

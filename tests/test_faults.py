@@ -153,7 +153,7 @@ def test_a_truncated_newest_ray_checkpoint_falls_back_to_the_previous_one(killed
 class RemoveNodeOfTrial(Callback):
     """A Tune callback: once a trial reports from a non-head node, remove that node (once); records events."""
 
-    def __init__(self, *args, **kwargs) -> None:  # stands in for run_sweep's ProgressCallback(metric, mode, total)
+    def __init__(self) -> None:
         STATE.setdefault("results", [])
         STATE.setdefault("recovered", [])
 
@@ -169,16 +169,14 @@ class RemoveNodeOfTrial(Callback):
         STATE["recovered"].append(trial.trial_id)
 
 
-def test_removing_a_node_mid_sweep_retries_its_trial_and_the_sweep_completes(cluster, tmp_path, monkeypatch):
+def test_removing_a_node_mid_sweep_retries_its_trial_and_the_sweep_completes(cluster, tmp_path):
     import mlflow
 
-    import gist_ray.sweep.driver as sweep_driver
     from gist_ray.sweep.driver import run_sweep
     from gist_ray.sweep.space import load_sweep
 
     cluster.add_node(num_cpus=1)  # 3 nodes: after losing one, the retry need not wait for a free CPU
     cluster.wait_for_nodes()
-    monkeypatch.setattr(sweep_driver, "ProgressCallback", RemoveNodeOfTrial)
 
     base: dict = {}
     for text in TINY_OVERRIDES:
@@ -195,7 +193,7 @@ def test_removing_a_node_mid_sweep_retries_its_trial_and_the_sweep_completes(clu
            "search": {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none",
                       "trial_retries": 1}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(doc))
-    result = run_sweep(load_sweep(tmp_path / "sweep.yaml"), verbose=True)
+    result = run_sweep(load_sweep(tmp_path / "sweep.yaml"), callbacks=[RemoveNodeOfTrial()])
 
     assert "removed" in STATE, "no trial ran on a worker node"
     assert STATE["removed"] not in {n.node_id for n in cluster.worker_nodes} and len(cluster.worker_nodes) == 1

@@ -69,4 +69,4 @@ def test_preset_of_a_searched_key_does_not_touch_the_base(tmp_path: Path) -> Non
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     spec = load_sweep(tmp_path / "s.yaml")
     assert spec.search.initial_points == [{"method.rank": 8, "train.lr": 1e-3}]
-    assert spec.base["method"]["rank"] == 4 and spec.base["train"]["weight_decay"] == 0.5
+    assert spec.base.method.options["rank"] == 4 and spec.base.train.weight_decay == 0.5

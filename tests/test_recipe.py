@@ -116,12 +116,12 @@ def test_the_paper_protocol_evaluates_test_every_epoch_and_selects_on_its_best(t
 
     root = Path(__file__).resolve().parents[1] / "search_spaces"
     spec = load_sweep(root / "paper_vtab_as_published.yaml", ["data.task=svhn"])
-    d, t = spec.base["data"], spec.base["train"]
-    assert (spec.protocol, d["train_split"], d["eval_split"], d["test_split"]) == ("paper", "trainval", "test", None)
-    assert t["eval_every"] == 1 and spec.search.metric == "test/best_acc"
-    assert (t["lr"], spec.base["model"]["drop_path"]) == (1e-2, 0.0)  # svhn's line of the shared recipe file
+    d, t = spec.base.data, spec.base.train
+    assert (spec.protocol, d.train_split, d.eval_split, d.test_split) == ("paper", "trainval", "test", None)
+    assert t.eval_every == 1 and spec.search.metric == "test/best_acc"
+    assert (t.lr, spec.base.model.drop_path) == (1e-2, 0.0)  # svhn's line of the shared recipe file
     honest = load_sweep(root / "paper_vtab.yaml", ["data.task=svhn"])
-    assert honest.protocol == "vtab" and honest.base["data"]["eval_split"] == "val" and honest.base["train"]["lr"] == 1e-2
+    assert honest.protocol == "vtab" and honest.base.data.eval_split == "val" and honest.base.train.lr == 1e-2
     doc = yaml.safe_load((root / "paper_vtab_as_published.yaml").read_text())
     doc["search"]["metric"] = "val/acc"
     doc["per_task"] = str(root / "recipes" / "gist_vtab.yaml")

@@ -117,7 +117,8 @@ def _run(c, exp: str, role: str, protocol: str, metrics: dict, status: str | Non
 
     raw = {"model": {"backbone": "vit_test_tiny", "weights": "none"}, "method": {"name": cfg.get("method", "lora")},
            "gist": {"enabled": cfg.get("gist", True)}, "data": {"task": cfg.get("dataset", "shapes")},
-           "train": {"lr": cfg.get("lr", 3e-3), "seed": cfg.get("seed", 0)}}
+           "train": {"lr": cfg.get("lr", 3e-3), "seed": cfg.get("seed", 0)},
+           "objective": {"name": cfg.get("objective", "gist")}}
     cfg_dict = to_dict(build_config(raw))
     tags = tracking.run_tags(cfg_dict, role=role, protocol=protocol)
     tags[tracking.KIND_TAG] = "trial" if role in ("tuning", "repeat", "cell") else "train"
@@ -239,3 +240,18 @@ def test_report_of_tuning_trials_only_says_what_to_run_and_trials_view_is_labell
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO((tmp_path / "rep" / "trials.csv").read_text()))}
     assert float(rows["lora*"]["value"]) == pytest.approx(45.0) and rows["lora*"]["trials"] == "2"
     assert '"train.lr": 0.001' in rows["lora*"]["config"] and float(rows["lora"]["value"]) == pytest.approx(42.0)
+
+
+def test_runs_of_other_objectives_make_cells_of_their_own(tmp_path) -> None:
+    from gist_ray import results, tracking
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    c = tracking.client(uri)
+    exp = tracking.experiment_id(c, "skd")
+    for seed, (plain, byot) in enumerate([(0.50, 0.40), (0.52, 0.44)]):
+        _run(c, exp, "single", "none", {"test/acc": plain}, seed=seed, gist=False, objective="ce")
+        _run(c, exp, "single", "none", {"test/acc": byot}, seed=seed, gist=False, objective="byot")
+    final, _ = results.load_runs(uri, "skd")
+    cells = {cell.method: cell for cell in results.build_cells(final, "test/acc")}
+    assert set(cells) == {"lora", "lora+BYOT"}  # not one cell averaging two objectives
+    assert cells["lora"].mean == pytest.approx(0.51) and cells["lora+BYOT"].mean == pytest.approx(0.42)

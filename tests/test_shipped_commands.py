@@ -130,7 +130,7 @@ def _model(cfg) -> list[str]:
 
 def tiny_overrides(args: list[str]) -> list[str]:
     """Overrides appended to ``gist-ray SUB FILE ...`` (``args`` without ``gist-ray``) to run it in seconds."""
-    from gist_ray.config import build_config, load_config
+    from gist_ray.config import load_config
     from gist_ray.study.load import load_study
     from gist_ray.sweep.space import load_sweep
 
@@ -141,7 +141,7 @@ def tiny_overrides(args: list[str]) -> list[str]:
         return _model(cfg) + _epochs(cfg.train) + (SYNTHETIC if cfg.data.name == "synthetic" else [])
     if sub == "sweep":
         spec = load_sweep(args[1], given)
-        cfg = build_config(spec.base)
+        cfg = spec.base
         out = _model(cfg) + _epochs(cfg.train) + (SYNTHETIC if cfg.data.name == "synthetic" else [])
         out += ["search.num_samples=2", "search.max_concurrent_trials=2"]
         if spec.search.repeat_best:

@@ -98,3 +98,23 @@ def test_a_killed_train_run_reruns_into_the_same_run_with_each_epoch_once(tmp_pa
     run = after[run_id]
     assert run["status"] == "FINISHED" and run["steps"] == [1, 2, 3, 4] and run["role"] == "single"
     assert run["times"][:2] == before[run_id]["times"]  # epochs 1-2 logged once, by the first driver
+
+
+def test_a_killed_study_continues_its_sweep_and_duplicates_no_cell(tmp_path):
+    from test_scale import study_file
+
+    study = study_file(tmp_path)  # 4 cells (2 backbones x GIST on/off), one epoch each
+    first = drive(tmp_path, ["scale", str(study)], kill_at="final:1")  # right after a cell's final report
+    assert first["killed"], first["out"][-3000:]
+    before = snapshot(tmp_path / "mlflow.db", "scale-tests")
+    assert any(r["kind"] == "trial" for r in before.values())
+    again = drive(tmp_path, ["scale", str(study)])
+    assert again["rc"] == 0 and "toy-1 (continued)" in again["out"], again["out"][-3000:]
+    after = snapshot(tmp_path / "mlflow.db", "scale-tests")
+    assert {r["sweep"] for r in after.values() if r["kind"] in ("trial", "sweep")} == {"toy-1"}  # no second sweep
+    c = counts(after, "toy-1")
+    assert c == {"active": 4, "finished": 4, "running": 0, "deleted": 0, "finished_twice": 0, "epochs_not_once": 0,
+                 "parents": 1}, c
+    assert not changed_history(before, after)  # the cells finished before the kill were not trained again
+    assert drive(tmp_path, ["scale", str(study)])["rc"] == 0  # complete: a third run trains nothing
+    assert counts(snapshot(tmp_path / "mlflow.db", "scale-tests"), "toy-1") == c

@@ -72,24 +72,25 @@ def test_unknown_top_level_key_and_bad_search_settings(tmp_path):
                                     "space": {"train.lr": {"uniform": [0.1, 0.2]}}}))
 
 
-def test_flat_space_drops_knobs_of_other_methods():
-    from gist_ray.sweep.space import apply_overrides
-
-    raw = apply_overrides({}, {"method.name": "vpt_deep", "method.bottleneck": 8, "method.length": 3})
-    assert raw["method"] == {"name": "vpt_deep", "length": 3}
+def test_flat_space_drops_knobs_of_other_methods(tmp_path):
+    spec = load_sweep(write(tmp_path, {**BASE, "space": {"method.name": {"choice": ["vpt_deep", "gist_adapter"]},
+                                                         "method.bottleneck": {"choice": [8]}}}))
+    cfg = spec.config_for({"method.name": "vpt_deep", "method.bottleneck": 8, "method.length": 3})
+    assert (cfg.method.name, cfg.method.options) == ("vpt_deep", {"length": 3})
+    assert spec.config_for({"method.name": "gist_adapter", "method.bottleneck": 8}).method.options == {"bottleneck": 8}
 
 
 def test_per_task_recipe_and_command_line_precedence():
     spec = load_sweep(ROOT / "search_spaces/paper_vtab.yaml", ["data.task=clevr_dist"])
-    assert spec.base["train"]["lr"] == 5e-2 and spec.base["model"]["drop_path"] == 0.1
+    assert spec.base.train.lr == 5e-2 and spec.base.model.drop_path == 0.1
     spec = load_sweep(ROOT / "search_spaces/paper_vtab.yaml", ["data.task=clevr_dist", "train.lr=1e-4"])
-    assert float(spec.base["train"]["lr"]) == 1e-4
+    assert spec.base.train.lr == 1e-4
 
 
 def test_vtab_protocol_keeps_test_out_of_trials():
     spec = load_sweep(ROOT / "search_spaces/paper_vtab.yaml")
     assert spec.protocol == "vtab"
-    assert spec.base["data"]["test_split"] is None and spec.base["data"]["eval_split"] == "val"
+    assert spec.base.data.test_split is None and spec.base.data.eval_split == "val"
 
 
 def test_define_by_run_file_is_probed(tmp_path):
@@ -108,7 +109,7 @@ def test_search_settings_can_be_overridden_on_the_command_line(tmp_path):
     spec = load_sweep(ROOT / "search_spaces" / "quickstart.yaml",
                       ["search.max_concurrent_trials=4", "search.num_samples=3", "train.epochs=2"])
     assert (spec.search.max_concurrent_trials, spec.search.num_samples) == (4, 3)
-    assert spec.base["train"]["epochs"] == 2 and "search" not in spec.base
+    assert spec.base.train.epochs == 2
     with pytest.raises(ConfigError, match="search.num_sampels: unknown field"):
         load_sweep(ROOT / "search_spaces" / "quickstart.yaml", ["search.num_sampels=3"])
 
@@ -119,3 +120,15 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match=r"broken.yaml:\d+:\d+: not valid YAML") as info:
         load_sweep(p)
     assert "<unicode string>" not in str(info.value)
+
+
+def test_objective_knobs_in_a_space_are_checked_against_the_sweeps_objectives(tmp_path):
+    ok = load_sweep(write(tmp_path, {**BASE, "space": {"objective.name": {"choice": ["ce", "byot"]},
+                                                       "objective.temperature": {"choice": [2.0, 4.0]}}}))
+    assert ok.config_for({"objective.name": "ce", "objective.temperature": 2.0}).objective.name == "ce"
+    with pytest.raises(ConfigError, match=r"space.objective.temprature: no objective in this sweep \(ce, byot\)"):
+        load_sweep(write(tmp_path, {**BASE, "space": {"objective.name": {"choice": ["ce", "byot"]},
+                                                      "objective.temprature": {"choice": [2.0]}}}))
+    with pytest.raises(ConfigError, match="space.objective.temperature: value -1.0 is invalid"):
+        load_sweep(write(tmp_path, {**BASE, "space": {"objective.name": {"choice": ["byot"]},
+                                                      "objective.temperature": {"choice": [-1.0]}}}))

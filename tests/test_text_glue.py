@@ -29,9 +29,10 @@ def tsv_root(tmp_path):
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """A fresh GIST_RAY_CACHE root; returns its data-cache directory."""
     d = tmp_path / "cache"
     monkeypatch.setenv("GIST_RAY_CACHE", str(d))
-    return d
+    return d / "data"
 
 
 @pytest.mark.parametrize("task", list(glue.GLUE_TASKS))
@@ -156,7 +157,7 @@ def test_tokenised_once_then_read_from_the_cache(tsv_root, cache, monkeypatch):
     for key in ("ids", "offsets", "type_ids", "labels"):
         assert torch.equal(getattr(first, key), getattr(again, key))
     monkeypatch.undo()
-    monkeypatch.setenv("GIST_RAY_CACHE", str(cache))
+    monkeypatch.setenv("GIST_RAY_CACHE", str(cache.parent))
     load_text_split(TextDataConfig(name="glue", task="mrpc", root=str(root), max_length=16), "train", tok)
     load_text_split(cfg, "train", word_tokenizer("t5"))
     f = root / "MRPC" / "train.tsv"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from gist_ray import console, tracking
-from gist_ray.config import build_config
 from gist_ray.mlflow_ui import browse_hint
 from gist_ray.sweep.driver import format_table, run_sweep
 from gist_ray.sweep.space import load_sweep
@@ -17,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
         spec.name = args.resume
     if args.name:
         spec.name = args.name
-    console.start(build_config(spec.base).output_dir, spec.name)
+    console.start(spec.base.output_dir, spec.name)
     result = run_sweep(spec, resume=bool(args.resume))
     print()
     print(format_table(result), end="")
@@ -27,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"\nbest trial {best.trial_id}: {result.metric}={best.metrics[result.metric]:.4f}  config={best.config}")
     print(f"sweep {result.name}: {len(result.rows)} trials in {result.wall_s:.0f} s; state in {result.path}")
-    t = build_config(spec.base).tracking
+    t = spec.base.tracking
     print(browse_hint(t.uri, tracking.experiment_id(tracking.client(t.uri), t.experiment)))
     print(console.where_logs_are())
     return 0

@@ -52,6 +52,9 @@ class GistModel(nn.Module):
         self.backbone = backbone
         self.enabled = enabled
         self.gist: GistToken | None = None
+        # the training objective (gist_ray.objectives), attached by the model builder: its own trainable modules
+        # (if any) live here so that DDP, the optimiser and checkpoints see them; forward() never calls it
+        self.objective: nn.Module | None = None
         if not enabled:
             return
         vit = vit_of(backbone)

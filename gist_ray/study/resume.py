@@ -36,16 +36,6 @@ def study_sweep_re(name: str) -> re.Pattern:
     return re.compile(rf"^{re.escape(name)}-(\d+)$")
 
 
-def _search_all(c, exp_id: str, flt: str) -> list:
-    runs, token = [], None
-    while True:
-        page = c.search_runs([exp_id], filter_string=flt, max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def study_runs(uri: str, experiment: str, name: str, kind: Optional[str] = "trial",
                status: Optional[str] = "FINISHED") -> list:
     """Runs of kind ``kind`` (None: any) of the study's sweeps (``gist_ray.sweep`` = ``<name>-<k>``)."""
@@ -60,7 +50,7 @@ def study_runs(uri: str, experiment: str, name: str, kind: Optional[str] = "tria
     if status:
         flt += f" and attributes.status = '{status}'"
     pattern = study_sweep_re(name)
-    return [r for r in _search_all(c, exp.experiment_id, flt)
+    return [r for r in tracking.search_all(c, exp.experiment_id, flt)
             if pattern.match(r.data.tags.get(tracking.SWEEP_TAG, ""))]
 
 
@@ -79,6 +69,21 @@ def finished_cells(study: Study) -> dict[int, Any]:
         if run is not None:
             done[cell.index] = run
     return done
+
+
+def unfinished_sweep(study: Study) -> Optional[str]:
+    """The study's newest sweep if a killed or interrupted invocation left it unfinished (its parent run is not
+    FINISHED): the next invocation continues it instead of starting another."""
+    c = tracking.client(study.tracking_uri)
+    exp = c.get_experiment_by_name(study.experiment)
+    if exp is None:
+        return None
+    pattern = study_sweep_re(study.name)
+    parents = [r for r in study_runs(study.tracking_uri, study.experiment, study.name, kind="sweep", status=None)]
+    if not parents:
+        return None
+    newest = max(parents, key=lambda r: int(pattern.match(r.data.tags[tracking.SWEEP_TAG]).group(1)))
+    return None if newest.info.status == "FINISHED" else newest.data.tags[tracking.SWEEP_TAG]
 
 
 def next_sweep_name(study: Study) -> str:

@@ -10,20 +10,21 @@ the tables and plots as artifacts. Which cells are done: :mod:`gist_ray.study.re
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 from gist_ray import tracking
-from gist_ray.config import Config, to_dict
+from gist_ray.config import Config
 from gist_ray.data import validate_splits
 from gist_ray.errors import ConfigError
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.study.analysis import cell_records, log_study_metrics, write_study_outputs
 from gist_ray.study.load import load_study
-from gist_ray.study.resume import _search_all, finished_cells, next_sweep_name
-from gist_ray.study.spec import STUDY_TAG, Cell, Study
+from gist_ray.study.resume import finished_cells, next_sweep_name, unfinished_sweep
+from gist_ray.study.spec import Cell, Study
 from gist_ray.sweep.driver import run_sweep
 from gist_ray.sweep.space import Dist, SearchConfig, SweepSpec
 
@@ -67,11 +68,18 @@ def run_study(path: str | Path, overrides: Sequence[str] = (), verbose: bool = T
     try:
         if todo:
             ensure_pretrained([cell.backbone for cell in todo], study.base.model.weights)
-            sweep_name = next_sweep_name(study)
-            say(f"[study {study.name}] sweep {sweep_name}: {len(todo)} cells, "
+            # a sweep a killed invocation left unfinished is continued (its finished trials are not rerun, its
+            # unfinished ones continue in their own runs), planned with the cells it had already finished
+            sweep_name, resume = unfinished_sweep(study), True
+            planned = [c for c in cells if c.index not in done
+                       or done[c.index].data.tags.get(tracking.SWEEP_TAG) == sweep_name]
+            if sweep_name is None:
+                sweep_name, resume, planned = next_sweep_name(study), False, todo
+            say(f"[study {study.name}] sweep {sweep_name}{' (continued)' if resume else ''}: {len(todo)} cells, "
                 f"{study.max_concurrent_trials} at a time", flush=True)
             try:
-                result = run_sweep(sweep_spec(study, todo, sweep_name), verbose=verbose)
+                result = run_sweep(sweep_spec(study, planned, sweep_name), resume=resume, verbose=verbose,
+                                   role=tracking.CELL)
                 errors = [f"{r.config.get('model.backbone')} {r.config.get('method.name')} "
                           f"gist={r.config.get('gist.enabled')} {r.config.get('data.task')} "
                           f"seed={r.config.get('train.seed')}: {r.error}" for r in result.rows if r.error]
@@ -143,31 +151,25 @@ def sweep_spec(study: Study, cells: Sequence[Cell], sweep_name: str) -> SweepSpe
     search = SearchConfig(num_samples=len(cells), max_concurrent_trials=study.max_concurrent_trials, metric=metric,
                           mode=mode, sampler="random", scheduler="none",
                           initial_points=[dict(c.overrides) for c in cells])
-    base = to_dict(study.base)
     first = study.cell_config(cells[0]).data  # the study's base names no dataset; the sweep checks this one's
-    base["data"].update(name=first.name, task=first.task, root=first.root)  # splits before any trial starts
-    return SweepSpec(sweep_name, base, search, space, source=study.source)
+    data = dataclasses.replace(study.base.data, name=first.name, task=first.task, root=first.root)  # splits early
+    return SweepSpec(sweep_name, dataclasses.replace(study.base, data=data), search, space, source=study.source,
+                     variants=study.variants)
 
 
 # ----------------------------------------------------------------------------- MLflow: the study run
 
 
 def open_study_run(study: Study) -> str:
+    """The study's own MLflow run (reopened on a rerun): its grid as params, later its tables and plots."""
     c = tracking.client(study.tracking_uri)
     exp = tracking.experiment_id(c, study.experiment)
-    tags = {tracking.KIND_TAG: "study", STUDY_TAG: study.name}
-    found = tracking.find_run(c, exp, tags)
-    if found:
-        c.update_run(found.info.run_id, "RUNNING")
-        return found.info.run_id
-    run_id = c.create_run(exp, run_name=f"study-{study.name}", tags=tags).info.run_id
-    tracking.log_params(c, run_id, {
+    return tracking.open_run(c, exp, {tracking.KIND_TAG: "study", tracking.STUDY_TAG: study.name},
+                             f"study-{study.name}", params={
         "study.metric": study.metric, "study.cells": len(study.cells()), "grid.backbones": study.backbones,
         "grid.methods": [m.label() for m in study.methods], "grid.gist": study.gist,
         "grid.datasets": [d.task for d in study.datasets], "grid.seeds": study.seeds,
-        "grid.n_train": study.n_train,
-    })
-    return run_id
+        "grid.n_train": study.n_train})[0]
 
 
 def adopt_sweep(study: Study, sweep: str, study_run: str) -> None:
@@ -176,7 +178,7 @@ def adopt_sweep(study: Study, sweep: str, study_run: str) -> None:
     exp = c.get_experiment_by_name(study.experiment)
     if exp is None:
         return
-    for r in _search_all(c, exp.experiment_id, f"tags.`{tracking.SWEEP_TAG}` = '{sweep}'"):
-        c.set_tag(r.info.run_id, STUDY_TAG, study.name)
+    for r in tracking.search_all(c, exp.experiment_id, f"tags.`{tracking.SWEEP_TAG}` = '{sweep}'"):
+        c.set_tag(r.info.run_id, tracking.STUDY_TAG, study.name)
         if r.data.tags.get(tracking.KIND_TAG) == "sweep":
             c.set_tag(r.info.run_id, tracking.PARENT_TAG, study_run)

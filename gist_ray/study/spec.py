@@ -17,8 +17,6 @@ from gist_ray.config import Config, Variants
 from gist_ray.errors import ConfigError
 from gist_ray.methods import METHODS
 
-STUDY_TAG = "gist_ray.study"
-
 
 @dataclass(frozen=True)
 class MethodEntry:

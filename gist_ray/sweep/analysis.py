@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import copy
 import csv
-import math
+import dataclasses
 from pathlib import Path
-from typing import Any
 
-from gist_ray.sweep.space import SweepSpec
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+from gist_ray.config import Config
+from gist_ray.sweep.space import Dist, SweepSpec
+from gist_ray.tracking import finite as _finite
 
 
 def pareto_rows(rows: list, objectives: list[tuple[str, str]]) -> list:
@@ -89,20 +86,21 @@ def importances(spec: SweepSpec, rows: list) -> dict[str, float]:
         return {}
 
 
-def refit_config(spec: SweepSpec, best_config: dict) -> dict:
-    """The VTAB-1k refit: the best configuration trained on train+val, evaluated on test once."""
-    from gist_ray.sweep.space import apply_overrides
+REFIT_SPLITS = {"data.train_split": "trainval", "data.eval_split": None, "data.test_split": "test"}
 
-    raw = apply_overrides(spec.base, best_config)
-    raw.setdefault("data", {}).update({"train_split": "trainval", "eval_split": None, "test_split": "test"})
-    raw["name"] = f"{spec.name}-refit"
-    return raw
+
+def refit_config(spec: SweepSpec, best_config: dict) -> Config:
+    """The VTAB-1k refit: the best configuration trained on train+val, evaluated on test once."""
+    trial = spec.config_for(best_config)
+    return dataclasses.replace(trial, name=f"{spec.name}-refit",
+                               data=dataclasses.replace(trial.data, train_split="trainval", eval_split=None,
+                                                        test_split="test"))
 
 
 def repeat_spec(spec: SweepSpec, best_configs: list[dict]) -> SweepSpec:
-    """A follow-up sweep: each of the best configurations once per seed (run first, exactly, in order)."""
-    from gist_ray.sweep.space import Dist
-
+    """A follow-up sweep: each of the best configurations once per seed (run first, exactly, in order). Under the
+    VTAB protocol a repeat is the refit of its configuration with another seed (train+val, test once), and the
+    repeats are summarised on test accuracy; otherwise on the sweep's metric, with the base config's splits."""
     s = copy.deepcopy(spec.search)
     seeds = list(s.repeat_seeds)
     points = [{**cfg, "train.seed": seed} for cfg in best_configs for seed in seeds]
@@ -116,4 +114,16 @@ def repeat_spec(spec: SweepSpec, best_configs: list[dict]) -> SweepSpec:
     s.initial_points, s.num_samples, s.sampler, s.scheduler = points, len(points), "random", "none"
     s.objectives, s.repeat_best, s.repeat_seeds = {}, 0, []
     s.max_concurrent_trials = spec.search.max_concurrent_trials
-    return SweepSpec(f"{spec.name}-seeds", copy.deepcopy(spec.base), s, space, None, spec.source, "none")
+    base = spec.base
+    if spec.protocol == "vtab":
+        base = dataclasses.replace(base, data=dataclasses.replace(base.data, train_split="trainval", eval_split=None,
+                                                                   test_split="test"))
+        s.metric, s.mode = "train/acc", "max"  # reported every epoch (Tune checks it); it selects nothing here
+    # protocol "none": the repeats are final runs, never refit again (their runs are tagged with spec.protocol)
+    return SweepSpec(f"{spec.name}-seeds", base, s, space, None, spec.source, "none")
+
+
+def summary_metric(spec: SweepSpec) -> str:
+    """What the repeats of a selected configuration are summarised on: test accuracy under the VTAB protocol
+    (each repeat is a refit), else the sweep's own metric."""
+    return "test/acc" if spec.protocol == "vtab" else spec.search.metric

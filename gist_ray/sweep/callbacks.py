@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterable
 from ray.tune import Callback
 
 from gist_ray import mlflow_ui, tracking
-from gist_ray.config import build_config, to_dict
-from gist_ray.sweep.space import SweepSpec, apply_overrides
+from gist_ray.config import to_dict
+from gist_ray.sweep.space import SweepSpec
 from gist_ray.sweep.trial import config_key
 
 
@@ -58,7 +58,7 @@ class MlflowSweepCallback(Callback):
         return self.parent_id
 
     def trial_config(self, trial) -> dict:
-        return to_dict(build_config(apply_overrides(self.spec.base, trial.config)))
+        return to_dict(self.spec.config_for(trial.config))
 
     def _child(self, trial) -> str:
         if trial.trial_id in self.children:
@@ -83,7 +83,7 @@ class MlflowSweepCallback(Callback):
                                        tags=tags).info.run_id
             tracking.log_params(self.c, run_id, mlflow_ui.applicable_params(
                 {**tracking.flatten(cfg), **{f"sampled.{k}": v for k, v in trial.config.items()}}))
-            mlflow_ui.log_datasets(self.c, run_id, build_config(cfg))
+            mlflow_ui.log_datasets(self.c, run_id, self.spec.config_for(trial.config))
         self.children[trial.trial_id] = run_id
         return run_id
 

@@ -7,16 +7,15 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gist_ray.config import build_config, to_dict  # noqa: E402
+from gist_ray.config import Config, to_dict  # noqa: E402
 from gist_ray.mlflow_ui import run_name  # noqa: E402
-from gist_ray.sweep.space import apply_overrides  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -96,13 +95,15 @@ def plot_comparison(points: list[Point], metric: str, path: Path, maximise: bool
     return path
 
 
-def comparison_files(base: dict, rows: Sequence[Any], metric: str, mode: str, directory: Path) -> list[Path]:
+def comparison_files(config_for: Callable[[dict], Config], rows: Sequence[Any], metric: str, mode: str,
+                     directory: Path) -> list[Path]:
     """For a sweep's parent run: ``trials.csv`` (every trial: its readable name, method, GIST setting, sampled
     values, status, score, error) and ``gist_vs_off.png`` (:func:`plot_comparison` of the finished trials).
-    ``rows`` are the driver's trial rows (``trial_id``, ``status``, ``config``, ``metrics``, ``error``)."""
+    ``rows`` are the driver's trial rows (``trial_id``, ``status``, ``config``, ``metrics``, ``error``);
+    ``config_for(sampled overrides)`` builds a trial's run config (``SweepSpec.config_for``)."""
     table, points = [], []
     for r in rows:
-        cfg = to_dict(build_config(apply_overrides(base, r.config)))
+        cfg = to_dict(config_for(r.config))
         value = r.metrics.get(metric)
         if r.status == "TERMINATED" and isinstance(value, (int, float)) and math.isfinite(value):
             points.append(point_of(cfg, value))
@@ -122,13 +123,14 @@ def comparison_files(base: dict, rows: Sequence[Any], metric: str, mode: str, di
     return files
 
 
-def sweep_note(parent_id: str, rows: Sequence[Any], metric: str, mode: str, base: dict, top: int = 10) -> str:
+def sweep_note(parent_id: str, rows: Sequence[Any], metric: str, mode: str, config_for: Callable[[dict], Config],
+               top: int = 10) -> str:
     """The parent run's description (Markdown, the ``mlflow.note.content`` tag): the best trial by name, the
     comparison plot (served by the tracking server from the run's artifacts) and the ``top`` trials."""
     ok = [r for r in rows if r.status == "TERMINATED" and isinstance(r.metrics.get(metric), (int, float))
           and math.isfinite(r.metrics[metric])]
     ok.sort(key=lambda r: r.metrics[metric], reverse=mode == "max")
-    names = {r.trial_id: run_name(to_dict(build_config(apply_overrides(base, r.config))), r.config) for r in ok}
+    names = {r.trial_id: run_name(to_dict(config_for(r.config)), r.config) for r in ok}
     lines = []
     if ok:
         lines.append(f"**Best: {names[ok[0].trial_id]}**: {metric} {ok[0].metrics[metric]:.4f}")

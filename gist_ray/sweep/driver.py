@@ -24,22 +24,24 @@ same way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ray import tune
+from ray.tune import Callback
 
 from gist_ray import tracking
-from gist_ray.config import ConfigError, build_config, to_dict
+from gist_ray.config import Config, ConfigError, to_dict
 from gist_ray.data import preflight
-from gist_ray.sweep.analysis import importances, refit_config, repeat_spec, write_pareto
+from gist_ray.pretrain import ensure_pretrained
+from gist_ray.sweep.analysis import importances, refit_config, repeat_spec, summary_metric, write_pareto
 from gist_ray.sweep.callbacks import MlflowSweepCallback, ProgressCallback, close_sweep_runs
 from gist_ray.sweep.comparison import comparison_files, sweep_note
 from gist_ray.sweep.ledger import (
@@ -51,11 +53,13 @@ from gist_ray.sweep.ledger import (
     resumed_search_spec,
 )
 from gist_ray.sweep.search import make_scheduler, make_search_alg, objectives
-from gist_ray.sweep.space import SweepSpec, apply_overrides
+from gist_ray.sweep.space import SweepSpec
 from gist_ray.sweep.trial import config_key, run_trial, trial_resources
 from gist_ray.train.inprocess import runs_in_process, train_in_process
 from gist_ray.train.launch import cluster_has_gpu, init_ray, make_trainer
 from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
+
+_finite = tracking.finite
 
 
 @dataclass
@@ -93,50 +97,28 @@ class SweepResult:
         return pick(ok, key=lambda r: r.metrics[self.metric])
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def absolute_paths(raw: dict) -> dict:
-    """Trials run in other directories: make the base config's local paths absolute."""
-    import copy
-
-    raw = copy.deepcopy(raw)
-    cfg = build_config(raw)
-    raw["output_dir"] = cfg.output_dir if "://" in cfg.output_dir else str(Path(cfg.output_dir).resolve())
-    if cfg.data.root:
-        raw.setdefault("data", {})["root"] = str(Path(cfg.data.root).resolve())
-    if cfg.model.weights not in ("auto", "none", "hub"):
-        raw.setdefault("model", {})["weights"] = str(Path(cfg.model.weights).resolve())
-    uri = cfg.tracking.uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        raw.setdefault("tracking", {})["uri"] = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return raw
-
-
 def backbones_in(spec: SweepSpec) -> list[str]:
     d = spec.space.get("model.backbone")
     names = [str(v) for v in d.probe_values()] if d else []
-    return names or [build_config(spec.base).model.backbone]
+    return names or [spec.base.model.backbone]
 
 
 def prepare_weights(spec: SweepSpec) -> None:
     """Build cached synthetic-pretrained backbones once in the driver, not in every trial."""
-    from gist_ray.pretrain import ensure_pretrained
-
-    ensure_pretrained(backbones_in(spec), build_config(spec.base).model.weights)
+    ensure_pretrained(backbones_in(spec), spec.base.model.weights)
 
 
 def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True, role: str = tracking.TUNING,
-              protocol: str | None = None, tags_for: Callable[[dict], dict[str, str]] | None = None) -> SweepResult:
+              protocol: str | None = None, tags_for: Callable[[dict], dict[str, str]] | None = None,
+              callbacks: Sequence[Callback] = ()) -> SweepResult:
     """Fit the sweep described by ``spec``; with ``resume`` continue an interrupted one of the same name.
+    ``callbacks`` are extra Ray Tune callbacks (after gist-ray's MLflow and progress ones).
 
     ``role`` / ``protocol`` (default ``spec.protocol``) tag every trial run (``gist_ray.tracking``);
     ``tags_for(config)`` adds tags per trial (a repeat's selection rank). Resuming redoes no finished work at
     whatever moment the driver was killed: see the module docstring."""
     t0 = time.perf_counter()
-    spec.base = absolute_paths(spec.base)
-    base_cfg = build_config(spec.base)
+    base_cfg = spec.base
     storage = str(Path(base_cfg.output_dir) / "sweeps") if "://" not in base_cfg.output_dir else base_cfg.output_dir + "/sweeps"
     path = f"{storage}/{spec.name}"
     uri, experiment = base_cfg.tracking.uri, base_cfg.tracking.experiment
@@ -164,7 +146,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True, role:
     all_ended = True
     if plan.to_run:
         base_cfg = _start(spec, base_cfg)
-        all_ended = _fit(spec, plan, base_cfg, storage, mlflow_cb, verbose)
+        all_ended = _fit(spec, plan, base_cfg, storage, [mlflow_cb, *_progress(spec, plan, verbose), *callbacks])
         if all_ended:  # a continued trial whose config no trial ran: its slot went to a new run
             for t in mlflow_cb.not_taken_over():
                 tracking.retire_run(c, t.run_id, "unfinished trial not taken over by the resumed sweep")
@@ -185,7 +167,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, verbose: bool = True, role:
     return result
 
 
-def _start(spec: SweepSpec, base_cfg):
+def _start(spec: SweepSpec, base_cfg: Config) -> Config:
     """Pretrained weights, data preflight and Ray, before the first trial; returns the config (GPU resolved)."""
     prepare_weights(spec)
     d = base_cfg.data
@@ -194,21 +176,27 @@ def _start(spec: SweepSpec, base_cfg):
         splits += ["trainval", "test"]
     preflight(d, splits)  # bad data fails here, before Ray starts and before any trial
     init_ray(base_cfg.resources.address)
-    if base_cfg.resources.use_gpu is None:
-        spec.base.setdefault("resources", {})["use_gpu"] = cluster_has_gpu()
-        base_cfg = build_config(spec.base)
+    if base_cfg.resources.use_gpu is None:  # no revalidation: one field set from what the cluster has
+        base_cfg = dataclasses.replace(base_cfg, resources=dataclasses.replace(base_cfg.resources,
+                                                                               use_gpu=cluster_has_gpu()))
+        spec.base = base_cfg
     return base_cfg
 
 
-def _fit(spec: SweepSpec, plan: ResumePlan, base_cfg, storage: str, mlflow_cb, verbose: bool) -> bool:
-    """One Tune run over the plan's trials: a fresh Tuner whose searcher already holds the done trials.
-    Returns whether every trial Tune made ended (False after an interrupt left some pending)."""
+def _progress(spec: SweepSpec, plan: ResumePlan, verbose: bool) -> list[Callback]:
+    """The progress line (one per finished trial), counting the trials a resumed sweep had already done."""
+    if not verbose:
+        return []
     metric = spec.search.metric
     done = [t for t in plan.evaluated if _finite(t.metrics.get(metric))]
     best = (max if spec.search.mode == "max" else min)((t.metrics[metric] for t in done), default=None)
-    progress = ProgressCallback(metric, spec.search.mode, spec.search.num_samples, done_before=len(plan.evaluated),
-                                errored_before=sum(t.status == "FAILED" for t in plan.evaluated), best=best)
-    callbacks = [mlflow_cb, progress] if verbose else [mlflow_cb]
+    return [ProgressCallback(metric, spec.search.mode, spec.search.num_samples, done_before=len(plan.evaluated),
+                             errored_before=sum(t.status == "FAILED" for t in plan.evaluated), best=best)]
+
+
+def _fit(spec: SweepSpec, plan: ResumePlan, base_cfg: Config, storage: str, callbacks: list[Callback]) -> bool:
+    """One Tune run over the plan's trials: a fresh Tuner whose searcher already holds the done trials.
+    Returns whether every trial Tune made ended (False after an interrupt left some pending)."""
     search_spec = resumed_search_spec(spec, plan)
     # epochs without an evaluation (train.eval_every > 1) report no val/acc: Tune's strict check would stop the sweep
     # at the first one; the searcher (OptunaSearchOnEvaluations) and ASHA act on evaluated epochs only, and
@@ -255,7 +243,7 @@ def _row(t: LedgerTrial) -> TrialRow:
 def refit(spec: SweepSpec, result: SweepResult) -> dict[str, Any]:
     """VTAB-1k protocol: train the best configuration on train+val, test once; an MLflow run under the sweep.
     A refit already FINISHED is not redone; an unfinished one continues from its checkpoints."""
-    cfg = build_config(refit_config(spec, result.best().config))
+    cfg = refit_config(spec, result.best().config)
     uri = cfg.tracking.uri
     c = tracking.client(uri)
     done = tracking.find_run(c, tracking.experiment_id(c, cfg.tracking.experiment),
@@ -267,7 +255,7 @@ def refit(spec: SweepSpec, result: SweepResult) -> dict[str, Any]:
     run_id = open_train_run(uri, cfg.tracking.experiment, cfg.name, to_dict(cfg), role=tracking.REFIT,
                             protocol="vtab", extra_tags={tracking.PARENT_TAG: result.parent_id,
                                                          tracking.RANK_TAG: "1", tracking.KIND_TAG + "_phase": "refit"})
-    _start(spec, build_config(spec.base))
+    _start(spec, spec.base)
     status = "KILLED"  # an interrupt: the next --resume continues it
     try:
         if runs_in_process(cfg):  # one local worker: no Train controller to start
@@ -304,7 +292,7 @@ def repeat_best(spec: SweepSpec, result: SweepResult, verbose: bool) -> "SweepRe
     repeats = run_sweep(follow, resume=sweep_exists(follow), verbose=verbose, role=tracking.REPEAT,
                         protocol=spec.protocol, tags_for=rank_tag)
     if repeats.complete:
-        summarise_repeats(spec, best, repeats, result.parent_id)
+        summarise_repeats(spec, best, repeats, result.parent_id, summary_metric(spec))
     return repeats
 
 
@@ -314,7 +302,7 @@ def _without_seed(config: dict) -> dict:
 
 def sweep_exists(spec: SweepSpec) -> bool:
     """A sweep of this name has run before: its parent run is in MLflow or its Tune state on disk."""
-    cfg = build_config(absolute_paths(spec.base))
+    cfg = spec.base
     c = tracking.client(cfg.tracking.uri)
     parent = tracking.find_run(c, tracking.experiment_id(c, cfg.tracking.experiment),
                                {tracking.SWEEP_TAG: spec.name, tracking.KIND_TAG: "sweep"})
@@ -322,13 +310,15 @@ def sweep_exists(spec: SweepSpec) -> bool:
     return parent is not None or tune.Tuner.can_restore(f"{out}/sweeps/{spec.name}")
 
 
-def summarise_repeats(spec: SweepSpec, best: list[dict], repeats: SweepResult, parent_id: str) -> None:
-    """Mean and sample std over seeds of each repeated configuration; printed and logged on the parent run."""
-    metric = spec.search.metric
-    c = tracking.client(_tracking_target(spec)[0])
+def summarise_repeats(spec: SweepSpec, best: list[dict], repeats: SweepResult, parent_id: str,
+                      metric: str) -> None:
+    """Mean and sample std over seeds of ``metric`` for each repeated configuration; printed and logged on the
+    parent run."""
+    c = tracking.client(spec.base.tracking.uri)
     logged = c.get_run(parent_id).data.metrics  # a resumed sweep that ran nothing new does not log them again
     for rank, cfg in enumerate(best, start=1):
-        vals = [r.metrics[metric] for r in repeats.ok_rows() if {k: r.config.get(k) for k in cfg} == cfg]
+        vals = [r.metrics[metric] for r in repeats.ok_rows()
+                if {k: r.config.get(k) for k in cfg} == cfg and _finite(r.metrics.get(metric))]
         if not vals:
             continue
         mean = statistics.fmean(vals)
@@ -337,11 +327,6 @@ def summarise_repeats(spec: SweepSpec, best: list[dict], repeats: SweepResult, p
         if f"repeat{rank}/{metric}/mean" not in logged:
             c.log_metric(parent_id, f"repeat{rank}/{metric}/mean", mean)
             c.log_metric(parent_id, f"repeat{rank}/{metric}/std", std)
-
-
-def _tracking_target(spec: SweepSpec) -> tuple[str, str]:
-    cfg = build_config(spec.base)
-    return cfg.tracking.uri, cfg.tracking.experiment
 
 
 def finish_parent(c, spec: SweepSpec, result: SweepResult) -> None:
@@ -361,10 +346,10 @@ def finish_parent(c, spec: SweepSpec, result: SweepResult) -> None:
         p = Path(tmp, "trials.md")
         p.write_text(format_table(result))
         c.log_artifact(parent, str(p))
-        for f in comparison_files(spec.base, result.rows, result.metric, result.mode, Path(tmp)):
+        for f in comparison_files(spec.config_for, result.rows, result.metric, result.mode, Path(tmp)):
             c.log_artifact(parent, str(f))
         c.set_tag(parent, "mlflow.note.content", sweep_note(parent, result.rows, result.metric, result.mode,
-                                                              spec.base))
+                                                              spec.config_for))
         metrics, modes = objectives(spec)
         if len(metrics) > 1:
             out = Path(result.path) / "pareto" if "://" not in result.path else Path(tmp, "pareto")
@@ -372,7 +357,7 @@ def finish_parent(c, spec: SweepSpec, result: SweepResult) -> None:
                 c.log_artifact(parent, str(f), "pareto")
             result.pareto_dir = str(out)
         if best is not None:
-            full = to_dict(build_config(apply_overrides(spec.base, best.config)))
+            full = to_dict(spec.config_for(best.config))
             Path(tmp, "best_config.json").write_text(json.dumps(full, indent=2))
             c.log_artifact(parent, str(Path(tmp, "best_config.json")))
     c.set_terminated(parent, "FINISHED")

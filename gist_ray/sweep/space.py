@@ -31,9 +31,10 @@ from typing import Any, Callable, Literal, Optional
 
 import optuna
 
-from gist_ray.config import build_config, override_raw
+from gist_ray.config import Config, Variants, absolute_paths, build_config
 from gist_ray.errors import ConfigError
 from gist_ray.methods import method_knobs
+from gist_ray.objectives import objective_knobs
 from gist_ray.typed_config import from_dict, load_yaml, parse_override, set_path
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "logint", "quniform", "fixed")
@@ -102,6 +103,9 @@ class Dist:
         return [self.args[0], self.args[1]]
 
 
+# config sections whose other keys are the knobs of the chosen ``<section>.name``
+KNOBS = {"method": method_knobs, "objective": objective_knobs}
+
 # how a sweep turns trials into reported numbers; every run records its protocol
 PROTOCOLS = {
     "none": "the base config's splits as given",
@@ -115,22 +119,31 @@ PAPER_METRIC = "test/best_acc"
 
 @dataclass
 class SweepSpec:
-    """A validated sweep; ``protocol`` is one of :data:`PROTOCOLS`."""
+    """A validated sweep; ``base`` is its built base run config (local paths absolute), ``protocol`` one of
+    :data:`PROTOCOLS`. A trial's config is ``config_for(its sampled overrides)``, built once per process."""
 
     name: str
-    base: dict
+    base: Config
     search: SearchConfig
     space: dict[str, Dist] = field(default_factory=dict)
     define_by_run: Optional[Callable] = None
     source: str = ""
     protocol: str = "none"
+    variants: Optional[Variants] = field(default=None, repr=False, compare=False)
 
-    def method_names(self) -> list[str]:
-        """Every method a trial of this sweep can use."""
-        d = self.space.get("method.name")
+    def config_for(self, overrides: dict[str, Any]) -> Config:
+        """The run config of a trial with these sampled ``{a.b: value}`` overrides (knobs its method lacks
+        dropped), validated and cached."""
+        if self.variants is None or self.variants.base is not self.base:
+            self.variants = Variants(self.base)
+        return self.variants.get(overrides)
+
+    def names_of(self, section: str) -> list[str]:
+        """Every method (``section="method"``) or objective a trial of this sweep can use."""
+        d = self.space.get(f"{section}.name")
         if d is not None:
             return [str(v) for v in d.probe_values()]
-        return [self.base.get("method", {}).get("name", "gist_adapter")]
+        return [getattr(self.base, section).name]
 
 
 def parse_dist(value: Any, where: str) -> Dist:
@@ -171,33 +184,28 @@ def parse_dist(value: Any, where: str) -> Dist:
     return Dist(kind, nums)
 
 
-def apply_overrides(base: dict, overrides: dict[str, Any]) -> dict:
-    """The raw run config of a trial: ``base`` with the sampled ``{a.b: value}`` set; ``method.<knob>`` values that
-    the trial's method does not have are dropped (flat conditional spaces hold the knobs of several methods)."""
-    return override_raw(base, overrides, foreign_knobs="drop")
-
-
 def _validate(spec: SweepSpec) -> None:
     src = spec.source or spec.name
-    base = build_config(spec.base, source=f"{src}: base")
+    base = spec.base
     if spec.search.scheduler == "hyperband" and base.train.eval_every > 1 and not spec.search.metric.startswith("train/"):
         raise ConfigError(f"{src}: search.scheduler: hyperband ranks trials at epochs of its own choosing and needs "
                           f"{spec.search.metric} at each of them, but train.eval_every is {base.train.eval_every}; "
                           f"use asha (it judges a trial at its first evaluation past each rung) or train.eval_every=1")
-    known_methods = spec.method_names()
     for key, dist in spec.space.items():
         where = f"{src}: space.{key}"
-        if key.startswith("method.") and key != "method.name":
+        section = key.split(".", 1)[0]
+        if section in KNOBS and key != f"{section}.name":  # a method's or an objective's own knob
             knob = key.split(".", 2)[1]
-            owners = [m for m in known_methods if knob in (method_knobs(m) or set())]
+            names, knobs_of = spec.names_of(section), KNOBS[section]
+            owners = [m for m in names if knob in (knobs_of(m) or set())]
             if not owners:
-                raise ConfigError(f"{where}: no method in this sweep ({', '.join(known_methods)}) has a knob {knob!r}")
-            probe_base = apply_overrides(spec.base, {"method.name": owners[0]})
+                raise ConfigError(f"{where}: no {section} in this sweep ({', '.join(names)}) has a knob {knob!r}")
+            probe = {f"{section}.name": owners[0]}
         else:
-            probe_base = spec.base
+            probe = {}
         for v in dist.probe_values():
             try:
-                build_config(apply_overrides(probe_base, {key: v}))
+                spec.config_for({**probe, key: v})
             except ConfigError as exc:
                 raise ConfigError(f"{where}: value {v!r} is invalid: {exc}") from None
     for i, point in enumerate(spec.search.initial_points):
@@ -210,7 +218,7 @@ def _validate(spec: SweepSpec) -> None:
             if d is not None and d.kind in ("choice", "fixed") and v not in d.probe_values():
                 raise ConfigError(f"{where}.{k}: {v!r} is not one of {d.probe_values()}")
         try:
-            build_config(apply_overrides(spec.base, point))
+            spec.config_for(point)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     if spec.define_by_run is not None:
@@ -225,7 +233,7 @@ def _validate_define_by_run(spec: SweepSpec, probes: int = 16) -> None:
         fixed = spec.define_by_run(trial) or {}
         overrides = {**trial.params, **fixed}
         try:
-            build_config(apply_overrides(spec.base, overrides))
+            spec.config_for(overrides)
         except ConfigError as exc:
             raise ConfigError(f"{spec.source}: space() proposed {overrides}: {exc}") from None
         study.tell(trial, 0.0)
@@ -337,7 +345,8 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     space = {str(k): parse_dist(v, f"{path}: space.{k}") for k, v in space_raw.items()}
     if first:
         search.initial_points = [first_trial(base, space, first, f"{path}: per_task.{task}"), *search.initial_points]
-    spec = SweepSpec(str(raw.get("name") or path.stem), base, search, space, define_by_run, str(path), protocol)
+    base_cfg = absolute_paths(build_config(base, source=f"{path}: base"))
+    spec = SweepSpec(str(raw.get("name") or path.stem), base_cfg, search, space, define_by_run, str(path), protocol)
     if protocol in ("vtab", "paper"):
         bad = [k for k in space if k.startswith("data.") and k.endswith("_split") or k == "train.eval_every"]
         if bad:

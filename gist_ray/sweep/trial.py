@@ -23,10 +23,9 @@ import torch
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from gist_ray.config import Config, build_config
+from gist_ray.config import Config
 from gist_ray.data import load_splits
 from gist_ray.model import build_from_config, trainable_counts
-from gist_ray.sweep.space import apply_overrides
 from gist_ray.timing import mark
 from gist_ray.train.launch import make_trainer
 from gist_ray.train.loop import STATE_FILE, GistRun
@@ -109,13 +108,13 @@ def checkpoints_in(trial_dir: str) -> list[Any]:
     return [tune.Checkpoint(f"{path}/{n}", filesystem=fs) for n in names]
 
 
-def run_trial(config: dict[str, Any], base: dict, budget: int | None = None,
+def run_trial(config: dict[str, Any], base: Config, budget: int | None = None,
               resume: dict[str, dict] | None = None) -> None:
     """Tune entry point; ``config`` is the sampled ``{a.b: value}`` overrides; ``resume``: see the module."""
     mark("trial/start")
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    cfg = build_config(apply_overrides(base, config))
+    cfg = base.with_overrides(config, foreign_knobs="drop")
     prior = (resume or {}).get(config_key(config))
     if uses_inline(cfg):
         rep = ContinuingReporter(prior["trial_dirs"], prior["max_epoch"]) if prior else TuneReporter()

@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from filelock import FileLock
 
-from gist_ray.data.cache import cache_dir, cache_key
+from gist_ray.cache import data_cache_dir
+from gist_ray.data.cache import cache_key
 from gist_ray.errors import GistRayWarning
 from gist_ray.text.splits import RawSplit, TextSplit, pad_id_of, split_from_arrays, tokenize_arrays
 
@@ -116,7 +117,7 @@ def cached_tokenized(parts: Mapping[str, Any], tokenizer: Any, max_length: int, 
     def build() -> dict[str, np.ndarray]:
         return tokenize_arrays(load_raw(), tokenizer, max_length)
 
-    directory = cache_dir()
+    directory = data_cache_dir()
     if directory is None:
         return split_from_arrays(build(), num_classes, pad, name, task)
     full = {**parts, "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_length, "format": FORMAT}

@@ -27,7 +27,7 @@ from torch import nn
 from gist_ray.backbones import input_spec, vit_of
 from gist_ray.config import Config
 from gist_ray.data import Split, load_splits
-from gist_ray.losses import gist_objective
+from gist_ray.data.pairs import ClassPairs
 from gist_ray.model import apply_trainable, build_from_config, save_trainable, trainable_counts, unwrap
 from gist_ray.timing import phase, record
 from gist_ray.train.checkpoint import (
@@ -193,6 +193,9 @@ class GistRun:
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
         self.images = self.train_split.images.to(self.device)
         self.labels = self.train_split.labels.to(self.device)
+        # the objective (gist_ray.objectives) computes each step's loss; the data side supplies what it declares
+        self.objective = unwrap(self.model).objective
+        self.pairs = ClassPairs(self.train_split.labels) if self.objective.needs.pairs else None
         self.start_epoch = 0
         self.last_metrics: dict[str, Any] = {}
         # the eval split's metrics are named by its role: "test" when it is the test split (the paper-comparable
@@ -245,45 +248,53 @@ class GistRun:
                                       "is the run's storage shared by all nodes?")
 
     # -- one epoch
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over this worker's shard; returns ``train/<part>`` means for every part the loss reports,
-        plus accuracy and (with GIST) the cls/gist argmax agreement. One host sync, at the end."""
-        cfg, g = self.cfg, self.cfg.gist
-        self.model.train()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One training forward, under the run's autocast: (cls logits, gist logits or None)."""
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            return self.model(x)
+
+    def batches(self, epoch: int) -> Iterator[torch.Tensor]:
+        """This worker's batches of training indices for ``epoch`` (anchors then same-class partners when the
+        objective declares pairs); deterministic in (seed, epoch, rank), so a resumed run sees the same ones."""
+        cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
         order = torch.randperm(len(self.labels), generator=gen)[self.rep.rank :: self.rep.world_size]
-        order = order.to(self.device)
+        pair_gen = torch.Generator().manual_seed((cfg.train.seed * 100_003 + epoch) * 1_009 + self.rep.rank)
+        bs = cfg.train.batch_size
+        stop = len(order) - len(order) % bs if cfg.train.drop_last and len(order) >= bs else len(order)
+        for i in range(0, stop, bs):
+            idx = order[i : i + bs]
+            if self.pairs is not None:
+                idx = self.pairs.batch(idx, pair_gen)
+            yield idx.to(self.device, non_blocking=True)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this worker's shard; returns ``train/<part>`` means for every part the objective reports,
+        plus ``train/loss`` and ``train/acc``. One host sync, at the end."""
+        cfg = self.cfg
+        self.model.train()
         sums: dict[str, torch.Tensor] = {}
 
         def add(key: str, value: torch.Tensor) -> None:
             sums[key] = sums[key] + value if key in sums else value.detach().double().clone()
 
-        bs = cfg.train.batch_size
-        stop = len(order) - len(order) % bs if cfg.train.drop_last and len(order) >= bs else len(order)
-        for i in range(0, stop, bs):
-            idx = order[i : i + bs]
+        for idx in self.batches(epoch):
             x, y = self.prep(take_rows(self.images, idx)), self.labels[idx]
-            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                cls_logits, gist_logits = self.model(x)
-            loss, parts = gist_objective(cls_logits, gist_logits, y, mu=g.mu, lam=g.lam, temperature=g.temperature,
-                                         interaction=g.interaction, t_squared=g.t_squared)
+            step = self.objective.step(self.forward, x, y)
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(step.loss).backward()
             if cfg.train.grad_clip > 0:
                 self.scaler.unscale_(self.opt)
                 nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.train.grad_clip)
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
-            n = len(y)
+            n = len(step.target)
             with torch.no_grad():
-                add("loss", loss.detach() * n)
-                for key, value in parts.items():
+                add("loss", step.loss.detach() * n)
+                for key, value in step.parts.items():
                     add(key, value * n)
-                pred = cls_logits.argmax(-1)
-                add("acc", (pred == y).sum())
-                if gist_logits is not None:
-                    add("agreement", (pred == gist_logits.argmax(-1)).sum())
+                add("acc", (step.logits.argmax(-1) == step.target).sum())
                 add("n", torch.tensor(n, device=self.device))
         keys = sorted(sums)  # the same on every worker: the parts depend on the config only
         totals = _allreduce(torch.stack([sums[k] for k in keys])).tolist()
