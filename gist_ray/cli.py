@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Sequence
 
+from gist_ray import console
 from gist_ray.errors import ConfigError
 from gist_ray.timing import mark, phase
 from gist_ray.tracking_server import add_arguments as add_server_arguments
@@ -27,13 +28,17 @@ def _quiet_env() -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gist-ray", description="Run, sweep and scale GIST fine-tuning on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
+    loud = argparse.ArgumentParser(add_help=False)
+    loud.add_argument("-v", "--verbose", action="store_true",
+                      help="show Ray's, MLflow's and Optuna's console output too (otherwise in <output_dir>/logs/)")
 
-    t = sub.add_parser("train", help="one training run on Ray Train (rerun with the same name to resume)")
+    t = sub.add_parser("train", parents=[loud],
+                       help="one training run (rerun with the same name to resume)")
     t.add_argument("config", nargs="?", help="run config YAML (defaults if omitted)")
     t.add_argument("overrides", nargs="*", help="a.b=value overrides")
     t.set_defaults(command_module="gist_ray.commands.train")
 
-    s = sub.add_parser("sweep", help="a Ray Tune + Optuna sweep tracked in MLflow")
+    s = sub.add_parser("sweep", parents=[loud], help="a Ray Tune + Optuna sweep tracked in MLflow")
     s.add_argument("space", help="sweep file (search_spaces/*.yaml or a .py define-by-run file)")
     s.add_argument("overrides", nargs="*", help="a.b=value overrides of the base run config")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="NAME",
@@ -41,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="sweep name (default: the file's name)")
     s.set_defaults(command_module="gist_ray.commands.sweep")
 
-    sc = sub.add_parser("scale", help="a scaling study: backbone x method x GIST x dataset x seed, resumable")
+    sc = sub.add_parser("scale", parents=[loud], help="a scaling study: backbone x method x GIST x dataset x seed, resumable")
     sc.add_argument("study", help="study YAML (search_spaces/scaling_toy.yaml)")
     sc.add_argument("overrides", nargs="*", help="a.b=value overrides of the study's base run config")
     sc.set_defaults(command_module="gist_ray.commands.scale")
@@ -86,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if isinstance(getattr(args, "resume", None), str) and "=" in args.resume:  # `--resume a.b=1`: an override,
+        args.overrides, args.resume = [*args.overrides, args.resume], True  # not the name of a sweep
+    console.set_verbose(getattr(args, "verbose", False))
     try:
         with phase("cli/imports"):
             command = importlib.import_module(args.command_module)
@@ -94,7 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gist-ray: error: {exc}", file=sys.stderr)
         return 2
+    except BaseException:
+        if console.log_file() is not None:  # the traceback follows on stderr; the libraries' side is in the file
+            print(f"gist-ray: failed; {console.where_logs_are()}", file=sys.stderr)
+        raise
     finally:
+        console.stop()
         mark("cli/end")
 
 

@@ -14,7 +14,7 @@ import hashlib
 import math
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +24,13 @@ from timm.models.vision_transformer import VisionTransformer
 
 from gist_ray.backbones import SYNTH_MEAN_STD, TINY, resolve_name
 from gist_ray.cache import backbones_dir
+from gist_ray.console import Progress
 from gist_ray.data.synthetic import SOURCE_HEADS, render_task
 
 PRETRAIN_VERSION = 2  # bump when the source task or the recipe changes
 SOURCE_IMAGES = 6_000
 SOURCE_EPOCHS = 6
+SOURCE_BATCH = 128
 
 
 def weights_path(name: str) -> Path:
@@ -76,7 +78,9 @@ def pretrained_synthetic_weights(name: str, verbose: bool = True) -> Path:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                state = pretrain(name)
+                steps = SOURCE_EPOCHS * math.ceil(SOURCE_IMAGES / SOURCE_BATCH)
+                with Progress(steps, f"[gist-ray] pretraining {name}") as bar:
+                    state = pretrain(name, on_step=lambda loss: bar.update(1, f"loss {loss:.3f}"))
             finally:
                 torch.set_num_threads(threads)
             tmp = path.with_suffix(".tmp")
@@ -87,15 +91,17 @@ def pretrained_synthetic_weights(name: str, verbose: bool = True) -> Path:
     return path
 
 
-def pretrain(name: str, n_images: int = SOURCE_IMAGES, epochs: int = SOURCE_EPOCHS, seed: int = 0) -> dict:
-    """Train backbone ``name`` on the source task; return its state dict without the head."""
+def pretrain(name: str, n_images: int = SOURCE_IMAGES, epochs: int = SOURCE_EPOCHS, seed: int = 0,
+             on_step: Callable[[float], None] | None = None) -> dict:
+    """Train backbone ``name`` on the source task; return its state dict without the head. ``on_step(loss)`` is
+    called after every optimiser step (a progress bar)."""
     spec = TINY[name]
     torch.manual_seed(seed)
     model = VisionTransformer(num_classes=sum(SOURCE_HEADS), **spec.kwargs())
     images, labels = render_task("source", "train", n_images, spec.img_size, seed)
     mean = torch.tensor(SYNTH_MEAN_STD[0]).view(1, 3, 1, 1) * 255
     std = torch.tensor(SYNTH_MEAN_STD[1]).view(1, 3, 1, 1) * 255
-    bs = 128
+    bs = SOURCE_BATCH
     steps = epochs * math.ceil(n_images / bs)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
@@ -111,4 +117,6 @@ def pretrain(name: str, n_images: int = SOURCE_IMAGES, epochs: int = SOURCE_EPOC
             loss.backward()
             opt.step()
             sched.step()
+            if on_step is not None:
+                on_step(float(loss))
     return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("head.")}

@@ -22,6 +22,8 @@ import os
 import time
 from typing import Any
 
+from gist_ray.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING
+
 KIND_TAG = "gist_ray.kind"  # what the run is in the hierarchy: sweep (parent), trial, train, study
 SWEEP_TAG = "gist_ray.sweep"
 TRIAL_TAG = "gist_ray.trial_id"
@@ -50,13 +52,19 @@ def client(uri: str):
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run ... at" per closed run
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
 
 def experiment_id(c, name: str) -> str:
+    """The experiment's id (created if missing), recorded as model training (``gist_ray.mlflow_ui``)."""
     exp = c.get_experiment_by_name(name)
-    return exp.experiment_id if exp else c.create_experiment(name)
+    if exp is None:
+        return c.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return exp.experiment_id
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -96,4 +96,5 @@ def test_bad_data_fails_before_any_trial_naming_file_and_line(workdir, capsys, d
     rc = main(["sweep", str(vtab_sweep_file(workdir / "vtab", workdir))])
     err = capsys.readouterr().err
     assert rc == 2 and expect in err, err
-    assert not (workdir / "runs").exists()  # no trial, no sweep state
+    assert not (workdir / "runs" / "sweeps").exists()  # no trial, no sweep state (runs/logs/ holds the log)
+    assert [p.name for p in (workdir / "runs").iterdir()] == ["logs"]

@@ -73,10 +73,11 @@ def test_a_sweep_killed_at_moment_after_moment_redoes_and_duplicates_nothing(tmp
     assert optuna_counts(tmp_path, SWEEP) == {"COMPLETE": 6}
     # the sweep's own best (printed by the last resume, from its table) is MLflow's best finished trial
     trials = [r for r in snap.values() if r["sweep"] == SWEEP and r["kind"] == "trial" and r["stage"] == "active"]
-    best = max(trials, key=lambda r: r["metrics"]["val/acc"])
+    best = max(r["metrics"]["val/acc"] for r in trials)
+    tied = {r["trial_id"] for r in trials if r["metrics"]["val/acc"] == best}  # 16 val images: ties happen
     printed = re.search(r"best trial (\w+): val/acc=([0-9.]+)", res["out"])
-    assert printed and printed.group(1) == best["trial_id"], res["out"][-2000:]
-    assert float(printed.group(2)) == pytest.approx(best["metrics"]["val/acc"], abs=1e-4)
+    assert printed and printed.group(1) in tied, res["out"][-2000:]
+    assert float(printed.group(2)) == pytest.approx(best, abs=1e-4)
 
 
 def test_a_killed_train_run_reruns_into_the_same_run_with_each_epoch_once(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gist_ray import console, tracking
+from gist_ray.mlflow_ui import browse_hint
 from gist_ray.sweep.driver import format_table, run_sweep
 from gist_ray.sweep.space import load_sweep
 from gist_ray.timing import phase
@@ -16,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
         spec.name = args.resume
     if args.name:
         spec.name = args.name
+    console.start(spec.base.output_dir, spec.name)
     result = run_sweep(spec, resume=bool(args.resume))
     print()
     print(format_table(result), end="")
@@ -25,5 +28,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"\nbest trial {best.trial_id}: {result.metric}={best.metrics[result.metric]:.4f}  config={best.config}")
     print(f"sweep {result.name}: {len(result.rows)} trials in {result.wall_s:.0f} s; state in {result.path}")
-    print("browse: mlflow ui --backend-store-uri " + spec.base.tracking.uri)
+    t = spec.base.tracking
+    print(browse_hint(t.uri, tracking.experiment_id(tracking.client(t.uri), t.experiment)))
+    print(console.where_logs_are())
     return 0

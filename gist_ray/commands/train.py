@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from gist_ray import tracking
-from gist_ray.config import load_config, to_dict
+from gist_ray import console, tracking
+from gist_ray.config import Config, load_config, to_dict
+from gist_ray.errors import ConfigError
+from gist_ray.mlflow_ui import applicable_params, browse_hint
 from gist_ray.data import preflight
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.timing import phase
@@ -19,11 +21,36 @@ from gist_ray.train.launch import init_ray, make_trainer
 from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 
 
+# a rerun with the same name continues that run from its checkpoints: what they were trained as may not change
+FIXED_ON_RESUME = ("model.", "method.", "gist.", "data.")
+
+
+def refuse_a_different_run(cfg: Config) -> None:
+    """Fail, naming the fields, when a run called ``cfg.name`` exists in MLflow with another model, method, GIST
+    setting or dataset: continuing it would load checkpoints of a different model into this one."""
+    c = tracking.client(cfg.tracking.uri)
+    exp = c.get_experiment_by_name(cfg.tracking.experiment)
+    found = exp and tracking.find_run(c, exp.experiment_id, {tracking.RUN_TAG: cfg.name, tracking.KIND_TAG: "train"})
+    if not found:
+        return
+    old = found.data.params
+    new = {k: str(v) for k, v in applicable_params(tracking.flatten(to_dict(cfg))).items()}  # as they were logged
+    changed = sorted((k for k in set(old) | set(new) if k.startswith(FIXED_ON_RESUME) and old.get(k) != new.get(k)),
+                     key=lambda k: (not k.endswith(("name", "enabled", "backbone", "task")), k))  # the headline first
+    if changed:
+        what = ", ".join(f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in changed[:4])
+        raise ConfigError(f"name={cfg.name}: a run of that name already exists (MLflow run {found.info.run_id}) and "
+                          f"rerunning a name continues it, but this config differs ({what}); give this run its own "
+                          f"name, e.g. name={cfg.name}-2")
+
+
 def run(args: argparse.Namespace) -> int:
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not os.path.isfile(config):
         config, overrides = None, [config, *overrides]  # no config file: only overrides
     cfg = load_config(config, overrides)
+    console.start(cfg.output_dir, cfg.name)
+    refuse_a_different_run(cfg)
     d = cfg.data
     with phase("driver/preflight"):
         preflight(d, [d.train_split, d.eval_split, d.test_split])
@@ -47,5 +74,8 @@ def run(args: argparse.Namespace) -> int:
     keys = ["epoch", "train/loss", "val/acc", "test/acc", "params/total"]
     print("result: " + "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics.get(k), float) else
                                  f"{k}={metrics.get(k)}" for k in keys))
-    print(f"checkpoints: {where}   mlflow run: {run_id} ({cfg.tracking.uri})")
+    print(f"checkpoints: {where}")
+    t = cfg.tracking
+    print(browse_hint(t.uri, tracking.experiment_id(tracking.client(t.uri), t.experiment), run_id))
+    print(console.where_logs_are())
     return 0

@@ -31,6 +31,7 @@ import torch
 from filelock import FileLock
 
 from gist_ray.cache import data_cache_dir
+from gist_ray.errors import GistRayWarning
 
 FORMAT = 1
 
@@ -135,7 +136,8 @@ def cached_split(parts: Mapping[str, Any], labels: np.ndarray, size: int,
             lock = FileLock(f"{base}.lock")
             lock.acquire()
         except OSError as exc:
-            warnings.warn(f"data cache {directory} not usable ({exc}); decoding in memory", stacklevel=2)
+            warnings.warn(f"data cache {directory} not usable ({exc}); decoding in memory", GistRayWarning,
+                          stacklevel=2)
             out = np.empty((len(labels), 3, size, size), dtype=np.uint8)
             fill(out)
             return _to_torch(out, labels)

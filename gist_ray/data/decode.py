@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from gist_ray.console import Progress
 from gist_ray.errors import ConfigError
 
 # Bump when decoding changes (resampling, colour conversion): it is part of every cache key.
@@ -55,12 +56,16 @@ def decode_error(where: str, path: str, exc: BaseException) -> str:
 
 
 def decode_into(out: np.ndarray, paths: Sequence[str], where: Sequence[str], workers: int | None = None) -> None:
-    """Decode ``paths[i]`` into ``out[i]`` (N x 3 x S x S uint8) with a thread pool.
+    """Decode ``paths[i]`` into ``out[i]`` (N x 3 x S x S uint8) with a thread pool, with a progress bar when it
+    takes long (:class:`gist_ray.console.Progress`).
 
     The first unreadable image raises :class:`ConfigError` naming ``where[i]`` (its list file and line).
     """
     size = out.shape[-1]
     stop = threading.Event()
+    first = str(where[0]) if len(where) else "images"
+    source = first.rsplit(":", 1)[0] if ":" in first else os.path.dirname(first)  # a list file, or a folder
+    bar = Progress(len(paths), f"decoding {source}")
 
     def one(i: int) -> None:
         if stop.is_set():
@@ -70,12 +75,14 @@ def decode_into(out: np.ndarray, paths: Sequence[str], where: Sequence[str], wor
         except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
             stop.set()
             raise ConfigError(decode_error(where[i], paths[i], exc)) from None
+        bar.update()
 
     workers = workers or default_workers()
-    if workers == 1 or len(paths) < 2:
-        for i in range(len(paths)):
-            one(i)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="gist-decode") as pool:
-        for _ in pool.map(one, range(len(paths))):
-            pass
+    with bar:
+        if workers == 1 or len(paths) < 2:
+            for i in range(len(paths)):
+                one(i)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="gist-decode") as pool:
+            for _ in pool.map(one, range(len(paths))):
+                pass

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from gist_ray import tracking
 from gist_ray.config import to_dict
+from gist_ray.mlflow_ui import applicable_params
 from gist_ray.study.spec import Cell, Study
 
 # config fields that do not change what a cell computes (paths, run name, where it runs)
@@ -23,8 +24,10 @@ IGNORED_PREFIXES = ("tracking.", "resources.")
 
 
 def cell_signature(study: Study, cell: Cell) -> dict[str, str]:
-    """The cell's run config as MLflow params (``str`` values), without the fields that do not change results."""
-    flat = tracking.flatten(to_dict(study.cell_config(cell)))
+    """The cell's run config as MLflow params (``str`` values) as trials log them (only the fields that apply:
+    ``gist_ray.mlflow_ui.applicable_params``), without the fields that do not change results. Runs logged with
+    every field still match: their params are a superset with the same values."""
+    flat = applicable_params(tracking.flatten(to_dict(study.cell_config(cell))))
     return {k: str(v)[:6000] for k, v in flat.items()
             if k not in IGNORED and not k.startswith(IGNORED_PREFIXES)}
 

@@ -10,6 +10,7 @@ the tables and plots as artifacts. Which cells are done: :mod:`gist_ray.study.re
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,10 @@ def sweep_spec(study: Study, cells: Sequence[Cell], sweep_name: str) -> SweepSpe
     search = SearchConfig(num_samples=len(cells), max_concurrent_trials=study.max_concurrent_trials, metric=metric,
                           mode=mode, sampler="random", scheduler="none",
                           initial_points=[dict(c.overrides) for c in cells])
-    return SweepSpec(sweep_name, study.base, search, space, source=study.source, variants=study.variants)
+    first = study.cell_config(cells[0]).data  # the study's base names no dataset; the sweep checks this one's
+    data = dataclasses.replace(study.base.data, name=first.name, task=first.task, root=first.root)  # splits early
+    return SweepSpec(sweep_name, dataclasses.replace(study.base, data=data), search, space, source=study.source,
+                     variants=study.variants)
 
 
 # ----------------------------------------------------------------------------- MLflow: the study run

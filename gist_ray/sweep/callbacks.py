@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable
 
 from ray.tune import Callback
 
-from gist_ray import tracking
+from gist_ray import mlflow_ui, tracking
 from gist_ray.config import to_dict
 from gist_ray.sweep.space import SweepSpec
 from gist_ray.sweep.trial import config_key
@@ -79,9 +79,11 @@ class MlflowSweepCallback(Callback):
                     tracking.TRIAL_DIRS_TAG: tracking.json_tag([trial_dir]),
                     **tracking.run_tags(cfg, role=self.role, protocol=self.protocol),
                     **(self.tags_for(trial.config) if self.tags_for else {})}
-            run_id = self.c.create_run(self.exp_id, run_name=f"{self.spec.name}-{trial.trial_id}", tags=tags).info.run_id
-            tracking.log_params(self.c, run_id, {**tracking.flatten(cfg),
-                                                 **{f"sampled.{k}": v for k, v in trial.config.items()}})
+            run_id = self.c.create_run(self.exp_id, run_name=mlflow_ui.run_name(cfg, trial.config),
+                                       tags=tags).info.run_id
+            tracking.log_params(self.c, run_id, mlflow_ui.applicable_params(
+                {**tracking.flatten(cfg), **{f"sampled.{k}": v for k, v in trial.config.items()}}))
+            mlflow_ui.log_datasets(self.c, run_id, self.spec.config_for(trial.config))
         self.children[trial.trial_id] = run_id
         return run_id
 

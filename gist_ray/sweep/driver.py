@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -42,6 +43,7 @@ from gist_ray.data import preflight
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.sweep.analysis import importances, refit_config, repeat_spec, summary_metric, write_pareto
 from gist_ray.sweep.callbacks import MlflowSweepCallback, ProgressCallback, close_sweep_runs
+from gist_ray.sweep.comparison import comparison_files, sweep_note
 from gist_ray.sweep.ledger import (
     LedgerTrial,
     ResumePlan,
@@ -53,6 +55,7 @@ from gist_ray.sweep.ledger import (
 from gist_ray.sweep.search import make_scheduler, make_search_alg, objectives
 from gist_ray.sweep.space import SweepSpec
 from gist_ray.sweep.trial import config_key, run_trial, trial_resources
+from gist_ray.train.inprocess import runs_in_process, train_in_process
 from gist_ray.train.launch import cluster_has_gpu, init_ray, make_trainer
 from gist_ray.timing import phase
 from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
@@ -203,6 +206,10 @@ def _fit(spec: SweepSpec, plan: ResumePlan, base_cfg: Config, storage: str, call
     """One Tune run over the plan's trials: a fresh Tuner whose searcher already holds the done trials.
     Returns whether every trial Tune made ended (False after an interrupt left some pending)."""
     search_spec = resumed_search_spec(spec, plan)
+    # epochs without an evaluation (train.eval_every > 1) report no val/acc: Tune's strict check would stop the sweep
+    # at the first one; the searcher (OptunaSearchOnEvaluations) and ASHA act on evaluated epochs only, and
+    # MLflow gets only the points that were measured
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     ot_storage, study_name = optuna_storage(search_spec, plan.evaluated)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=spec.base, budget=spec.search.max_trainable_params,
@@ -259,14 +266,18 @@ def refit(spec: SweepSpec, result: SweepResult) -> dict[str, Any]:
     _start(spec, spec.base)
     status = "KILLED"  # an interrupt: the next --resume continues it
     try:
-        out = make_trainer(cfg, callbacks=[MlflowTrainCallback(uri, run_id)]).fit()
+        if runs_in_process(cfg):  # one local worker: no Train controller to start
+            metrics, _ = train_in_process(cfg, run_id, progress=f"refit on {cfg.data.train_split}")
+        else:
+            print(f"refit of the best configuration on {cfg.data.train_split} ({cfg.train.epochs} epochs, "
+                  f"{cfg.resources.num_workers} Ray Train workers) ...", flush=True)
+            metrics = dict(make_trainer(cfg, callbacks=[MlflowTrainCallback(uri, run_id)]).fit().metrics or {})
         status = "FINISHED"
     except Exception:
         status = "FAILED"
         raise
     finally:
         c.set_terminated(run_id, status)
-    metrics = dict(out.metrics or {})
     if "test/acc" in metrics:
         c.log_metric(result.parent_id, "refit/test/acc", float(metrics["test/acc"]))
     print(f"refit of the best configuration on {cfg.data.train_split}: test/acc={metrics.get('test/acc')}")
@@ -343,6 +354,10 @@ def finish_parent(c, spec: SweepSpec, result: SweepResult) -> None:
         p = Path(tmp, "trials.md")
         p.write_text(format_table(result))
         c.log_artifact(parent, str(p))
+        for f in comparison_files(spec.config_for, result.rows, result.metric, result.mode, Path(tmp)):
+            c.log_artifact(parent, str(f))
+        c.set_tag(parent, "mlflow.note.content", sweep_note(parent, result.rows, result.metric, result.mode,
+                                                              spec.config_for))
         metrics, modes = objectives(spec)
         if len(metrics) > 1:
             out = Path(result.path) / "pareto" if "://" not in result.path else Path(tmp, "pareto")
@@ -372,7 +387,9 @@ def format_table(result: SweepResult) -> str:
     table = [cols]
     for r in rows:
         m = r.metrics
-        table.append([r.trial_id, r.status, *[fmt(r.config.get(k)) for k in keys], fmt(m.get(result.metric)),
+        off = r.config.get("gist.enabled") is False  # its sampled lambda, T, mu did nothing: not shown
+        table.append([r.trial_id, r.status, *["-" if off and k.startswith("gist.") and k != "gist.enabled"
+                                              else fmt(r.config.get(k)) for k in keys], fmt(m.get(result.metric)),
                       fmt(m.get("test/acc")), fmt(m.get("epoch")), fmt(m.get("params/total"))])
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table]

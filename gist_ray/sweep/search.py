@@ -57,13 +57,24 @@ def make_sampler(spec: SweepSpec):
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(4, s.num_samples))
 
 
+class OptunaSearchOnEvaluations(OptunaSearch):
+    """Optuna hears a trial's intermediate value only from the epochs that evaluated it (``train.eval_every``);
+    Tune's OptunaSearch would fail on the others. Final values come from the last epoch, which always
+    evaluates; the driver turns Tune's strict metric check off for the epochs in between."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        wanted = self.metric if isinstance(self.metric, list) else [self.metric]
+        if all(m in result for m in wanted):
+            super().on_trial_result(trial_id, result)
+
+
 def make_search_alg(spec: SweepSpec, storage: Any = None, study_name: str | None = None):
     """Optuna through Tune; ``storage`` / ``study_name``: an Optuna study to continue (a resumed sweep's, already
     holding its finished trials)."""
     metrics, modes = objectives(spec)
     multi = len(metrics) > 1
     space: Any = spec.define_by_run or {k: optuna_distribution(d) for k, d in spec.space.items()}
-    return OptunaSearch(
+    return OptunaSearchOnEvaluations(
         space=space,
         metric=metrics if multi else metrics[0],
         mode=modes if multi else modes[0],

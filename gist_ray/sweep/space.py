@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
@@ -189,6 +190,11 @@ def parse_dist(value: Any, where: str) -> Dist:
 
 def _validate(spec: SweepSpec) -> None:
     src = spec.source or spec.name
+    base = spec.base
+    if spec.search.scheduler == "hyperband" and base.train.eval_every > 1 and not spec.search.metric.startswith("train/"):
+        raise ConfigError(f"{src}: search.scheduler: hyperband ranks trials at epochs of its own choosing and needs "
+                          f"{spec.search.metric} at each of them, but train.eval_every is {base.train.eval_every}; "
+                          f"use asha (it judges a trial at its first evaluation past each rung) or train.eval_every=1")
     for key, dist in spec.space.items():
         where = f"{src}: space.{key}"
         section = key.split(".", 1)[0]
@@ -240,6 +246,8 @@ def _validate_define_by_run(spec: SweepSpec, probes: int = 16) -> None:
 def _load_python(path: Path) -> tuple[dict, Callable]:
     mod_spec = importlib.util.spec_from_file_location(f"gist_ray_space_{path.stem}", path)
     module = importlib.util.module_from_spec(mod_spec)
+    # registered like an imported module, so space() pickles by reference (Tune saves the searcher with it)
+    sys.modules[mod_spec.name] = module
     try:
         mod_spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - report any import error with the file name

@@ -32,6 +32,7 @@ from filelock import FileLock
 
 from gist_ray.cache import data_cache_dir
 from gist_ray.data.cache import cache_key
+from gist_ray.errors import GistRayWarning
 from gist_ray.text.splits import RawSplit, TextSplit, pad_id_of, split_from_arrays, tokenize_arrays
 
 FORMAT = 1
@@ -129,7 +130,8 @@ def cached_tokenized(parts: Mapping[str, Any], tokenizer: Any, max_length: int, 
             lock = FileLock(f"{base}.lock")
             lock.acquire()
         except OSError as exc:
-            warnings.warn(f"data cache {directory} not usable ({exc}); tokenising in memory", stacklevel=2)
+            warnings.warn(f"data cache {directory} not usable ({exc}); tokenising in memory", GistRayWarning,
+                          stacklevel=2)
             return split_from_arrays(build(), num_classes, pad, name, task)
         try:
             arrays = _read(base, key)  # another process may have built it meanwhile

@@ -16,6 +16,7 @@ import torch
 
 from gist_ray import tracking
 from gist_ray.config import Config
+from gist_ray.console import Progress
 from gist_ray.train.loop import GistRun, LocalReporter
 
 SHOWN = ("train/loss", "train/acc", "val/acc", "test/acc", "test/best_acc")
@@ -61,10 +62,25 @@ def epoch_line(total: int, echo: Callable[[str], None] = print) -> Callable[[dic
     return show
 
 
-def train_in_process(cfg: Config, run_id: str, echo: Callable[[str], None] = print) -> tuple[dict[str, Any], Path]:
+def epoch_bar(bar: Progress) -> Callable[[dict[str, Any]], None]:
+    """A listener advancing a progress bar by one epoch, noting the latest loss and accuracy."""
+
+    def advance(m: dict[str, Any]) -> None:
+        bar.update(1, "  ".join(f"{k} {m[k]:.3f}" for k in SHOWN if isinstance(m.get(k), float)))
+
+    return advance
+
+
+def train_in_process(cfg: Config, run_id: str, echo: Callable[[str], None] = print,
+                     progress: str | None = None) -> tuple[dict[str, Any], Path]:
     """Train (or resume) ``cfg`` here, logging to the open MLflow run ``run_id``; returns the final metrics and the
-    checkpoint directory."""
+    checkpoint directory. One line per epoch, or with ``progress`` (a label) a progress bar instead."""
     directory = Path(cfg.output_dir) / cfg.name
-    reporter = LocalReporter(directory, device_for(cfg), keep=2,
-                             on_report=[EpochLog(cfg.tracking.uri, run_id), epoch_line(cfg.train.epochs, echo)])
-    return GistRun(cfg, reporter).fit(), directory
+    bar = Progress(cfg.train.epochs, progress) if progress else None
+    show = epoch_bar(bar) if bar else epoch_line(cfg.train.epochs, echo)
+    reporter = LocalReporter(directory, device_for(cfg), keep=2, on_report=[EpochLog(cfg.tracking.uri, run_id), show])
+    try:
+        return GistRun(cfg, reporter).fit(), directory
+    finally:
+        if bar:
+            bar.close()

@@ -10,6 +10,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from gist_ray import console
 from gist_ray.config import Config, to_dict
 from gist_ray.train.ray_worker import train_loop_per_worker
 
@@ -21,7 +22,12 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join ``address`` (``auto``, ``ray://...``) or start a local Ray instance; no-op if already up."""
+    """Join ``address`` (``auto``, ``ray://...``) or start a local Ray instance; no-op if already up.
+
+    Without ``--verbose`` (:mod:`gist_ray.console`) Ray's processes keep their output in Ray's session log files
+    (linked next to the command's log file) instead of streaming it to this terminal, and Ray's own driver logging
+    is left to the console module (errors only on the terminal, the rest in the log file).
+    """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -29,12 +35,26 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault(key, value)
     if address in (None, "") and os.environ.get("RAY_ADDRESS"):
         address = os.environ["RAY_ADDRESS"]  # e.g. a driver started by `ray job submit`
+    loud = console.verbose()
+    # Ray keeps the handlers of its "ray" logger (console.start's file and quieted console) and sets the level;
+    # configure_logging=False would remove them all, and Python's last-resort handler would print to stderr
+    logging_kw = {"configure_logging": True, "logging_level": "WARNING" if loud else "INFO"}
     if address in (None, "", "local"):
         # a new local instance, never whatever cluster happens to run on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 configure_logging=True, logging_level="WARNING")
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=loud, **logging_kw)
+        console.link_ray_logs(session_logs_dir())
     else:
-        ray.init(address=address, logging_level="WARNING", runtime_env={"env_vars": dict(RAY_ENV)})
+        ray.init(address=address, log_to_driver=loud, runtime_env={"env_vars": dict(RAY_ENV)}, **logging_kw)
+
+
+def session_logs_dir() -> str | None:
+    """The local Ray session's log folder (None if Ray does not say)."""
+    try:
+        from ray._private.worker import _global_node  # Ray has no public accessor for it
+
+        return _global_node.get_logs_dir_path() if _global_node is not None else None
+    except Exception:  # noqa: BLE001 - a different Ray version: just no link
+        return None
 
 
 def cluster_has_gpu() -> bool:

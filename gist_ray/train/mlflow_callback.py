@@ -11,7 +11,8 @@ from typing import Any
 
 from ray.train import UserCallback
 
-from gist_ray import tracking
+from gist_ray import mlflow_ui, tracking
+from gist_ray.config import build_config
 
 
 def open_train_run(uri: str, experiment: str, run_name: str, cfg_dict: dict, role: str = tracking.SINGLE,
@@ -20,10 +21,13 @@ def open_train_run(uri: str, experiment: str, run_name: str, cfg_dict: dict, rol
     status RUNNING."""
     c = tracking.client(uri)
     exp = tracking.experiment_id(c, experiment)
-    run_id, _ = tracking.open_run(c, exp, {tracking.RUN_TAG: run_name, tracking.KIND_TAG: "train"}, run_name,
+    shown = mlflow_ui.run_name(cfg_dict, role=role) if role == tracking.REFIT else \
+        f"{run_name} | {mlflow_ui.run_name(cfg_dict)}"
+    run_id, _ = tracking.open_run(c, exp, {tracking.RUN_TAG: run_name, tracking.KIND_TAG: "train"}, shown,
                                   extra_tags={**tracking.run_tags(cfg_dict, role=role, protocol=protocol),
                                               **(extra_tags or {})},
-                                  params=tracking.flatten(cfg_dict))
+                                  params=mlflow_ui.applicable_params(tracking.flatten(cfg_dict)))
+    mlflow_ui.log_datasets(c, run_id, build_config(cfg_dict))
     return run_id
 
 
