@@ -19,7 +19,10 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from gist_ray.config import Config
+from mlflow.entities import Dataset
+
+from gist_ray.config import Config, DataConfig, from_dict
+from gist_ray.data import load_splits
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
@@ -38,7 +41,7 @@ def run_name(cfg: dict, sampled: dict[str, Any] | None = None, role: str = "") -
     """``gist_adapter+GIST l=0.75 T=3 | svhn | vit_b | s0`` (GIST off: ``gist_adapter | svhn | vit_b | s0``);
     sampled values not already named (a method knob, the learning rate) follow; ``role`` (e.g. ``refit``) leads.
     ``cfg`` is the plain-dict form of a run config."""
-    g, m, d = cfg["gist"], cfg["method"], cfg["data"]
+    g, m = cfg["gist"], cfg["method"]
     method = m["name"]
     if g["enabled"]:
         method += f"+GIST l={_fmt(g['lam'])} T={_fmt(g['temperature'])}"
@@ -116,13 +119,8 @@ def _data_key(cfg: Config) -> str:
 @functools.lru_cache(maxsize=64)
 def _dataset(data_key: str, split: str):
     """Cached per (data config, split): a sweep's trials share their datasets."""
-    from mlflow.entities import Dataset
-
-    from gist_ray.config import build_config
-    from gist_ray.data import load_splits
-
     data = json.loads(data_key)
-    dcfg = build_config({"data": data}).data
+    dcfg = from_dict(DataConfig, data, "data")
     s = load_splits(dcfg, [split])[split]
     name = data["task"] if data["name"] in ("synthetic", "vtab", "fgvc") else data["name"]
     source = {"kind": data["name"], "root": data.get("root"), "task": data.get("task"), "split": split}

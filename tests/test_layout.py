@@ -90,3 +90,13 @@ def test_no_module_over_the_line_budget():
     long = {name: n for name, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
 
+
+
+def test_gist_ray_modules_are_imported_at_the_top_of_files():
+    inner = []
+    for name, path in MODULES.items():
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner += [f"{path.relative_to(PACKAGE.parent)}:{s.lineno}" for sub in fn.body for s in ast.walk(sub)
+                          if imported(s, name)]
+    assert inner == []

@@ -7,7 +7,11 @@ import csv
 import dataclasses
 from pathlib import Path
 
+import optuna
+from optuna.distributions import CategoricalDistribution
+
 from gist_ray.config import Config
+from gist_ray.sweep.search import optuna_distribution
 from gist_ray.sweep.space import Dist, SweepSpec
 from gist_ray.tracking import finite as _finite
 
@@ -62,11 +66,6 @@ def write_pareto(rows: list, objectives: list[tuple[str, str]], out_dir: Path) -
 
 def importances(spec: SweepSpec, rows: list) -> dict[str, float]:
     """Optuna's fANOVA-style parameter importances for the main objective, from the finished trials."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-
-    from gist_ray.sweep.search import optuna_distribution
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric, mode = spec.search.metric, spec.search.mode
     ok = [r for r in rows if r.status == "TERMINATED" and _finite(r.metrics.get(metric))]
