@@ -372,9 +372,11 @@ def finish_parent(c, spec: SweepSpec, result: SweepResult) -> None:
 
 
 def format_table(result: SweepResult) -> str:
-    """The trials as an aligned text table, best first; errored trials last with their reason."""
+    """The trials as an aligned text table, best first; errored trials last with their reason. A test/acc column
+    only where trials were tested (``search.test_trials``)."""
     keys = sorted({k for r in result.rows for k in r.config})
-    cols = ["trial", "status", *keys, result.metric, "test/acc", "epochs", "params"]
+    tested = result.metric != "test/acc" and any("test/acc" in r.metrics for r in result.rows)
+    cols = ["trial", "status", *keys, result.metric, *(["test/acc"] if tested else []), "epochs", "params"]
     sign = -1 if result.mode == "max" else 1
     rows = sorted(result.rows, key=lambda r: (r.status != "TERMINATED",
                                               sign * r.metrics.get(result.metric, 0.0) if _finite(r.metrics.get(result.metric)) else 0))
@@ -390,7 +392,7 @@ def format_table(result: SweepResult) -> str:
         off = r.config.get("gist.enabled") is False  # its sampled lambda, T, mu did nothing: not shown
         table.append([r.trial_id, r.status, *["-" if off and k.startswith("gist.") and k != "gist.enabled"
                                               else fmt(r.config.get(k)) for k in keys], fmt(m.get(result.metric)),
-                      fmt(m.get("test/acc")), fmt(m.get("epoch")), fmt(m.get("params/total"))])
+                      *([fmt(m.get("test/acc"))] if tested else []), fmt(m.get("epoch")), fmt(m.get("params/total"))])
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
