@@ -61,11 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--trials", action="store_true",
                     help="the tuning side instead: the best trial per (method, GIST) and its configuration, "
                          "a selection score, not a result")
+    rp.add_argument("--table11", action="store_true",
+                    help="the paper's Table 11: one row per (method, objective: CE, BYOT, CS-KD, USKD, GIST), the "
+                         "VTAB group means and parameters (search_spaces/skd_table11.yaml)")
     rp.set_defaults(command_module="gist_ray.commands.report")
 
     m = sub.add_parser("methods", help="list PEFT methods with trainable parameter counts")
     m.add_argument("--backbone", default="vit_base_patch16_224")
     m.add_argument("--num-classes", type=int, default=100)
+    m.add_argument("--objectives", action="store_true",
+                   help="the training objectives' own trainable parameters instead (BYOT's classifiers, ...), "
+                        "with gist_adapter")
     m.set_defaults(command_module="gist_ray.commands.methods")
 
     ms = sub.add_parser("mlflow-server", help="run an MLflow tracking server (127.0.0.1 unless --auth)")

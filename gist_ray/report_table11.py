@@ -118,8 +118,7 @@ def report_table11(experiment: str, tracking_uri: str = "sqlite:///mlflow.db", m
                    sweep_prefix: str | None = None, tuning: bool = False) -> list[Table]:
     """Print the Table-11-shaped table of ``experiment`` per protocol (Markdown) and, with ``out_dir``, write
     ``table11_<protocol>.<fmt>``; returns the tables. ``metric``: ``test/acc`` for final runs, ``val/acc`` for
-    tuning trials by default. For ``gist-ray report``: e.g. a ``--table11`` flag calling
-    ``report_table11(args.experiment, args.tracking_uri, out_dir=args.out)``."""
+    tuning trials by default. The command: ``gist-ray report EXPERIMENT --table11`` (``--trials``: tuning)."""
     metric = metric or ("val/acc" if tuning else "test/acc")
     recs = records_from_mlflow(tracking_uri, experiment, metric, tuning, sweep_prefix)
     if not recs:

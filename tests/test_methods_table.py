@@ -38,3 +38,11 @@ def test_vit_b16_token_is_768_for_every_method() -> None:
     assert all(r["method_params"] == r["closed_form"] for r in rows.values() if r["closed_form"] is not None)
     assert rows["gist_adapter"]["method_params"] == 12 * (2 * 768 * 4 + 4 + 768)
     assert rows["full"]["head"] == 768 * 100 + 100
+
+
+def test_objectives_table_counts_each_objectives_own_parameters(capsys) -> None:
+    assert main(["methods", "--objectives", "--backbone", "vit_test_tiny", "--num-classes", "5"]) == 0
+    rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"ce", "gist", "byot", "cs_kd", "uskd"}
+    assert rows["ce"][4] == rows["cs_kd"][4] == rows["gist"][4] == "0"  # no modules of their own
+    assert int(rows["byot"][4]) > 0 and int(rows["uskd"][4]) > 0 and rows["gist"][2] == "32"  # the Gist token

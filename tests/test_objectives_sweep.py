@@ -7,6 +7,7 @@ import mlflow
 import pytest
 import yaml
 
+from gist_ray.cli import main
 from gist_ray.report_table11 import report_table11
 from gist_ray.sweep.driver import run_sweep
 from gist_ray.sweep.space import load_sweep
@@ -74,5 +75,10 @@ def test_skd_table11_runs_every_objective_and_method_and_prints_table11(ray_loca
     assert "| Method | Mean | Natural | Specialized | Structured | Other | Params (M) | Objective (M) |" in printed
     assert "gist_adapter+BYOT" in printed and "vpt_deep*" in printed and "protocol vtab; test/acc of final runs" in printed
     assert {p.name for p in (tmp_path / "report").iterdir()} == {"table11_vtab.md", "table11_vtab.csv", "table11_vtab.tex"}
+    # the command a user types prints the same table
+    assert main(["report", "tests", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--table11",
+                 "--out", str(tmp_path / "cli-report")]) == 0
+    assert "| Method | Mean | Natural | Specialized | Structured | Other | Params (M) | Objective (M) |" in \
+        capsys.readouterr().out
     (tuned,) = report_table11("tests", f"sqlite:///{tmp_path}/mlflow.db", tuning=True)  # the selection side
     assert len(tuned.rows) == 15 and "val/acc of tuning trials" in tuned.title
