@@ -311,10 +311,16 @@ class Variants:
     (flat spaces hold the knobs of several methods).
     """
 
-    def __init__(self, base: Config) -> None:
+    def __init__(self, base: Config, built: Optional[dict[str, Config]] = None) -> None:
         self.base = base
         self._raw = to_dict(base)
-        self._built: dict[str, Config] = {self._key(override_raw(self._raw, {})): base}  # the same normal form
+        self._built: dict[str, Config] = {} if built is None else built  # keyed by the resulting config
+        self._built.setdefault(self._key(override_raw(self._raw, {})), base)  # the same normal form
+
+    def rebased(self, base: Config) -> "Variants":
+        """Variants of another base sharing this cache: a build is keyed by the config it gives, whatever base
+        and overrides led there, so a study's cells and the sweep that runs them build each config once."""
+        return self if base is self.base else Variants(base, self._built)
 
     @staticmethod
     def _key(raw: Mapping[str, Any]) -> str:

@@ -138,8 +138,10 @@ class SweepSpec:
     def config_for(self, overrides: dict[str, Any]) -> Config:
         """The run config of a trial with these sampled ``{a.b: value}`` overrides (knobs its method lacks
         dropped), validated and cached."""
-        if self.variants is None or self.variants.base is not self.base:
+        if self.variants is None:
             self.variants = Variants(self.base)
+        elif self.variants.base is not self.base:
+            self.variants = self.variants.rebased(self.base)
         return self.variants.get(overrides)
 
     def names_of(self, section: str) -> list[str]:
