@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -199,6 +200,9 @@ def expect_output(argv: list[str], text: str) -> None:
         assert "result: epoch=" in text and "test/acc=" in text, text[-2000:]
     elif sub == "sweep":
         assert "best trial" in text, text[-2000:]
+        best = re.search(r"best trial \S+: .*config=(\{.*\})", text)
+        if best and "'gist.enabled': False" in best.group(1):  # only what applied: no lambda, T, mu when off
+            assert not re.search(r"'gist\.(lam|mu|temperature)'", best.group(1)), best.group(0)
         spec_file = argv[2]
         if "protocol: vtab" in Path(spec_file).read_text() or "\"protocol\": \"vtab\"" in Path(spec_file).read_text():
             assert "refit of the best configuration" in text, text[-2000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gist_ray import console, tracking
-from gist_ray.mlflow_ui import browse_hint
+from gist_ray.mlflow_ui import applicable_params, browse_hint
 from gist_ray.sweep.driver import format_table, run_sweep
 from gist_ray.sweep.space import load_sweep
 from gist_ray.timing import phase
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if best is None:
         print("no trial finished successfully")
         return 1
-    print(f"\nbest trial {best.trial_id}: {result.metric}={best.metrics[result.metric]:.4f}  config={best.config}")
+    print(f"\nbest trial {best.trial_id}: {result.metric}={best.metrics[result.metric]:.4f}  config={applicable_params(best.config)}")
     print(f"sweep {result.name}: {len(result.rows)} trials in {result.wall_s:.0f} s; state in {result.path}")
     t = spec.base.tracking
     print(browse_hint(t.uri, tracking.experiment_id(tracking.client(t.uri), t.experiment)))
