@@ -140,7 +140,8 @@ def accuracy_vs_params_figure(records: Iterable[dict], metric: str | None = None
     ax.set_ylabel(what)
     ax.set_title(f"mean; bars: {level:.0%} t interval (>= {MIN_DF + 1} seeds); dots: seeds; lines: fitted law",
                  fontsize="small")
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # no GIST pair measured: an empty plot, no legend
+        ax.legend(fontsize="small")
     return fig
 
 
@@ -179,7 +180,8 @@ def gist_gain_figure(records: Iterable[dict], metric: str | None = None, scale: 
     ax.set_ylabel(f"GIST gain{' (points)' if scale == 100 else ''}")
     ax.set_title(f"mean over datasets; bars: {level:.0%} t interval (>= {MIN_DF + 1} seeds); dots: seeds",
                  fontsize="small")
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # no GIST pair measured: an empty plot, no legend
+        ax.legend(fontsize="small")
     return fig
 
 
