@@ -58,6 +58,7 @@ def test_a_sweep_killed_at_moment_after_moment_redoes_and_duplicates_nothing(tmp
         now_dirs = {s: trial_dirs(tmp_path, s) for s in (SWEEP, seeds)}
         for sweep in (SWEEP, seeds):
             c = counts(now, sweep)
+            print(f"kill {i + 1} ({what}): {sweep}: {c}")  # the figures per moment (pytest -s shows them)
             assert c["finished_twice"] == 0 and c["epochs_not_once"] == 0, (what, sweep, c)
             assert c["active"] <= (6 if sweep == SWEEP else 2) and c["parents"] <= 1, (what, sweep, c)
             assert not rescheduled(snap, dirs[sweep], now_dirs[sweep], sweep), (what, sweep)
