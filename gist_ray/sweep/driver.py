@@ -39,7 +39,7 @@ from ray.tune import Callback
 
 from gist_ray import tracking
 from gist_ray.config import Config, ConfigError, to_dict
-from gist_ray.data import preflight
+from gist_ray.run_data import preflight_run
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.sweep.analysis import importances, refit_config, repeat_spec, summary_metric, write_pareto
 from gist_ray.sweep.callbacks import MlflowSweepCallback, ProgressCallback, close_sweep_runs
@@ -181,7 +181,7 @@ def _start(spec: SweepSpec, base_cfg: Config) -> Config:
     if spec.protocol == "vtab":
         splits += ["trainval", "test"]
     with phase("driver/preflight"):
-        preflight(d, splits)  # bad data fails here, before Ray starts and before any trial
+        preflight_run(base_cfg, splits)  # bad data fails here, before Ray starts and before any trial
     with phase("driver/ray_init"):
         init_ray(base_cfg.resources.address)
     if base_cfg.resources.use_gpu is None:  # no revalidation: one field set from what the cluster has
