@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True)
     dc = dsub.add_parser("check", help="validate a dataset root; one line per problem")
     dc.add_argument("root")
-    dc.add_argument("--kind", default="vtab", choices=["vtab", "fgvc", "imagefolder"])
+    dc.add_argument("--kind", default="vtab", choices=["vtab", "fgvc", "imagefolder", "glue"])
+    dc.add_argument("--task", nargs="+", default=None, help="glue: only these tasks (default: every task present)")
     dc.set_defaults(command_module="gist_ray.commands.data_check")
     return p
 

@@ -201,6 +201,9 @@ class TrainConfig:
     grad_clip: float = setting(0.0, ge=0.0)
     # torch.compile the model (inductor): one-off compile time, then faster GPU steps; off by default
     compile: bool = False
+    # which weights the test split sees: the last epoch's, or the best val/score epoch's (ATTEMPT's
+    # load_best_model_at_end, Table 3's protocol); needs an eval split that is not the test split
+    test_at: Literal["last", "best_val"] = "last"
 
     def check(self, where: str) -> None:
         require(self.cooldown_epochs < self.epochs, where, "cooldown_epochs",
@@ -263,6 +266,10 @@ class Config:
     def check(self, where: str) -> None:
         require(bool(self.name.strip()), where, "name", "must not be empty")
         backbone = self.model.backbone
+        if self.train.test_at == "best_val":
+            require(self.data.eval_split is not None and self.data.eval_split != self.data.test_split, "train",
+                    "test_at", "best_val selects the tested epoch on data.eval_split, which must be set and differ "
+                    "from data.test_split")
         if self.modality == "text":
             check_text_run(self)
             return

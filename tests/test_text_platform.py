@@ -69,3 +69,38 @@ def test_gist_ray_train_of_a_text_config_logs_val_score_to_mlflow(tmp_path, monk
     assert run.data.tags["modality"] == "text" and run.data.tags["dataset"] == "match"
     assert run.data.params["data.name"] == "synthetic_text" and run.info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "val/score")) == 2  # one per epoch
+
+
+def test_gist_ray_data_check_covers_a_glue_root(tmp_path, capsys) -> None:
+    from gist_ray.cli import main
+    from text_fixtures import write_glue_tsv
+
+    root = tmp_path / "glue"
+    write_glue_tsv(root)
+    assert main(["data", "check", str(root), "--kind", "glue"]) == 0  # QQP's malformed row: a warning only
+    out = capsys.readouterr().out
+    assert f"{root}: OK (1 warning(s))" in out and "skipped by the loader" in out, out
+    assert main(["data", "check", str(root), "--kind", "glue", "--task", "rte", "cola"]) == 0
+    assert capsys.readouterr().out.strip() == f"{root}: OK"
+    (root / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
+    assert main(["data", "check", str(root), "--kind", "glue", "--task", "rte"]) == 1
+    out = capsys.readouterr().out
+    assert "RTE/dev.tsv:2: unknown label 'maybe'" in out and "1 problem(s)" in out, out
+
+
+def test_test_at_best_val_tests_the_best_val_epoch_and_keeps_it_in_checkpoints(tmp_path) -> None:
+    from gist_ray.train.loop import GistRun, LocalReporter
+
+    cfg = build_config({}, [*TEXT, "train.epochs=4", "train.test_at=best_val", "train.lr=3e-3",
+                            f"output_dir={tmp_path}"])
+    rep = LocalReporter(tmp_path / "a")
+    final = GistRun(cfg, rep).fit()
+    scores = [m["val/score"] for m in rep.history]
+    best = scores.index(max(scores)) + 1  # the first epoch reaching the best val/score
+    assert final["test/epoch"] == best
+    # the best epoch's weights travel in the checkpoints: a run restored from the last one tests them again
+    run = GistRun(cfg, LocalReporter(tmp_path / "a"))
+    run.resume()
+    assert run.best_epoch == best and run.test()["test/score"] == pytest.approx(final["test/score"])
+    with pytest.raises(ConfigError, match="train.test_at"):
+        build_config({}, [*TEXT, "train.test_at=best_val", "data.eval_split=null"])

@@ -32,6 +32,7 @@ from gist_ray.data.synthetic import TASKS as SYNTHETIC_TASKS
 from gist_ray.data.vtab import VTAB_DATASETS
 from gist_ray.errors import ConfigError
 from gist_ray.study.spec import DatasetEntry, MethodEntry, Study, cell_overrides, scalar
+from gist_ray.text.backbones import is_text_backbone
 from gist_ray.typed_config import load_yaml, parse_override, set_path
 
 STUDY_KEYS = ("name", "base", "grid", "output", "metric", "max_concurrent_trials", "overrides")
@@ -217,8 +218,9 @@ def validate(study: Study, path: Path) -> None:
 
     # cheap checks first, so that a bad first value is named by its own axis
     for i, b in enumerate(study.backbones):
-        if not is_known_backbone(b):
-            raise ConfigError(f"{w}.backbones[{i}] ({b}): unknown backbone (not a gist-ray or timm model name)")
+        if not (is_known_backbone(b) or is_text_backbone(b)):
+            raise ConfigError(f"{w}.backbones[{i}] ({b}): unknown backbone (not a gist-ray, timm or text encoder "
+                              "name)")
     for i, d in enumerate(study.datasets):
         known = KNOWN_TASKS.get(d.source)
         if known is not None and d.task not in known:

@@ -89,7 +89,7 @@ def check_text_run(cfg: Any) -> None:
     if cfg.train.precision == "fp16" and (family == "t5" or "t5" in backbone.lower()):
         raise ConfigError("train.precision: fp16 overflows in T5 (its feed-forward activations exceed fp16's "
                           "range); use bf16 or fp32")
-    if cfg.train.schedule != "step_cosine":
+    if cfg.train.schedule == "epoch_cosine":
         raise ConfigError(f"train.schedule: {cfg.train.schedule} is the ViT recipe's per-epoch schedule; text runs "
                           "use step_cosine or step_linear")
 

@@ -26,7 +26,14 @@ from torch import nn
 
 from gist_ray.config import Config
 from gist_ray.data.pairs import ClassPairs
-from gist_ray.model import apply_trainable, build_from_config, save_trainable, trainable_counts, unwrap
+from gist_ray.model import (
+    apply_trainable,
+    build_from_config,
+    save_trainable,
+    trainable_counts,
+    trainable_state,
+    unwrap,
+)
 from gist_ray.run_data import run_splits, split_metrics
 from gist_ray.timing import phase, record
 from gist_ray.train.checkpoint import (
@@ -157,6 +164,9 @@ class GistRun:
         # protocol evaluates test every epoch and reports the best epoch), else "val"
         self.eval_role = "test" if d.eval_split == "test" else "val"
         self.best_eval = -math.inf
+        # train.test_at=best_val: the trained parameters of the best eval epoch so far (kept in checkpoints)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0
 
     # -- checkpoints
     def save(self, directory: str, epoch: int, metrics: dict[str, Any] | None = None) -> None:
@@ -164,6 +174,8 @@ class GistRun:
         plain = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str, bool))}
         state = {"epoch": epoch, "metrics": plain, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                  "scaler": self.scaler.state_dict()}
+        if self.best_state is not None:
+            state["best"] = {"epoch": self.best_epoch, "weights": self.best_state}
         atomic_torch_save(state, Path(directory) / STATE_FILE)
         write_checksums(directory)
 
@@ -175,6 +187,9 @@ class GistRun:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
         self.last_metrics = dict(state.get("metrics") or {})
+        best = state.get("best")
+        if best:
+            self.best_state, self.best_epoch = dict(best["weights"]), int(best["epoch"])
         best = self.last_metrics.get(f"{self.eval_role}/best_score", self.last_metrics.get(f"{self.eval_role}/best_acc"))
         self.best_eval = float(best) if best is not None else -math.inf
 
@@ -280,6 +295,8 @@ class GistRun:
             last = epoch + 1 == epochs
             if self.eval_split is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
                 ev = self.evaluate(self.eval_split)
+                if cfg.train.test_at == "best_val" and ev["score"] > self.best_eval:
+                    self.best_state, self.best_epoch = trainable_state(self.model), epoch + 1
                 self.best_eval = max(self.best_eval, ev["score"])
                 role = self.eval_role
                 metrics.update({f"{role}/{k}": v for k, v in ev.items()})
@@ -314,7 +331,15 @@ class GistRun:
         if not d.test_split:
             return {}
         split = run_splits(self.cfg, [d.test_split])[d.test_split]
-        return {f"test/{k}": v for k, v in self.evaluate(split).items()}
+        if self.cfg.train.test_at != "best_val" or self.best_state is None:
+            return {f"test/{k}": v for k, v in self.evaluate(split).items()}
+        last = trainable_state(self.model)  # test the best val epoch's weights, then put the last ones back
+        apply_trainable(self.model, self.best_state, f"best epoch {self.best_epoch}")
+        try:
+            out = {f"test/{k}": v for k, v in self.evaluate(split).items()}
+        finally:
+            apply_trainable(self.model, last, "last epoch")
+        return {**out, "test/epoch": self.best_epoch}
 
     def evaluate(self, split: Any) -> dict[str, float]:
         """The split's metrics, ``loss`` and ``score`` (the selection metric: ``acc`` for images)."""
