@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--table11", action="store_true",
                     help="the paper's Table 11: one row per (method, objective: CE, BYOT, CS-KD, USKD, GIST), the "
                          "VTAB group means and parameters (search_spaces/skd_table11.yaml)")
+    rp.add_argument("--table3", action="store_true",
+                    help="the paper's Table 3 (GLUE): one column per task with its metric, the mean, parameters and "
+                         "the GIST delta; lambda chosen on val/score per task (search_spaces/glue_table3.yaml)")
     rp.set_defaults(command_module="gist_ray.commands.report")
 
     m = sub.add_parser("methods", help="list PEFT methods with trainable parameter counts")
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True)
     dc = dsub.add_parser("check", help="validate a dataset root; one line per problem")
     dc.add_argument("root")
-    dc.add_argument("--kind", default="vtab", choices=["vtab", "fgvc", "imagefolder"])
+    dc.add_argument("--kind", default="vtab", choices=["vtab", "fgvc", "imagefolder", "glue"])
+    dc.add_argument("--task", nargs="+", default=None, help="glue: only these tasks (default: every task present)")
     dc.set_defaults(command_module="gist_ray.commands.data_check")
     return p
 

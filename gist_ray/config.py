@@ -21,6 +21,15 @@ from gist_ray.errors import ConfigError
 from gist_ray.losses import INTERACTIONS
 from gist_ray.methods import METHODS, method_knobs, require_family
 from gist_ray.objectives import objective_knobs, typed_objective, uses_gist_token
+from gist_ray.text.config_check import (
+    check_image_data,
+    check_text_data,
+    check_text_run,
+    modality_of,
+    text_method_knobs,
+)
+from gist_ray.text.data import TEXT_DATASETS
+from gist_ray.text.methods import TEXT_METHODS
 from gist_ray.typed_config import (
     from_dict,
     load_yaml,
@@ -44,13 +53,19 @@ class ModelConfig:
 
     backbone: str = "vit_synth_s"
     # auto: built-in synthetic pretraining for vit_synth_*, the hub for timm names; none: random init;
-    # hub: timm/HF hub; or a path to a local .safetensors/.pth/.pt/.npz file.
+    # hub: timm/HF hub; or a path to a local .safetensors/.pth/.pt/.npz file (text backbones: a directory in
+    # save_pretrained form, loaded offline).
     weights: str = "auto"
     drop_path: float = setting(0.0, ge=0.0, lt=1.0)
 
     def check(self, where: str) -> None:
         if self.weights not in ("auto", "none", "hub"):
-            require(Path(self.weights).is_file(), where, "weights", f"file not found: {self.weights}")
+            if modality_of(self.backbone) == "text":
+                require(Path(self.weights).is_dir(), where, "weights",
+                        f"directory not found (a text backbone's weights are a save_pretrained directory): "
+                        f"{self.weights}")
+            else:
+                require(Path(self.weights).is_file(), where, "weights", f"file not found: {self.weights}")
 
 
 @dataclass
@@ -69,11 +84,12 @@ class MethodConfig:
         if "options" in data and isinstance(data["options"], dict):
             data.update(data.pop("options"))
         obj = cls(name=name, options=data)
-        obj.typed(where)
+        if name not in TEXT_METHODS:  # a text method's knobs are checked with the backbone (Config.check)
+            obj.typed(where)
         return obj
 
     def typed(self, where: str = "method") -> Any:
-        """The method's own typed config (validated)."""
+        """The (vision) method's own typed config (validated)."""
         try:
             spec = METHODS.get(self.name)
         except KeyError as exc:
@@ -143,11 +159,20 @@ class DataConfig:
     seed: int = 0
     shots: int = setting(16, ge=1, doc="FGVC few-shot: images per class in the training list (NOAH: 1-16)")
     fewshot_seed: int = setting(0, ge=0, doc="FGVC few-shot: which sampled training list (NOAH: 0, 1, 2)")
+    max_length: Optional[int] = setting(None, ge=2, doc="text: tokens per example or pair (default: 256 on "
+                                        "glue, 64 on synthetic_text); image datasets: unset")
 
     def check(self, where: str) -> None:
-        require(self.name in DATASETS, where, "name", f"unknown {self.name!r}; known: {', '.join(DATASETS.names())}")
+        known = DATASETS.names() + TEXT_DATASETS.names()
+        require(self.name in known, where, "name", f"unknown {self.name!r}; known: {', '.join(known)}")
         if self.root is not None:
             require(Path(self.root).is_dir(), where, "root", f"directory not found: {self.root}")
+        if self.name in TEXT_DATASETS:
+            check_text_data(self, where)
+
+    @property
+    def modality(self) -> str:
+        return "text" if self.name in TEXT_DATASETS else "image"
 
 
 @dataclass
@@ -160,8 +185,11 @@ class TrainConfig:
     weight_decay: float = setting(1e-4, ge=0.0)
     warmup_epochs: float = setting(1.0, ge=0.0)
     # step_cosine: per-step warmup, cosine to 0; epoch_cosine: the official GIST recipe (timm's cosine, per epoch,
-    # from warmup_lr, down to min_lr, the last cooldown_epochs at min_lr)
-    schedule: Literal["step_cosine", "epoch_cosine"] = "step_cosine"
+    # from warmup_lr, down to min_lr, the last cooldown_epochs at min_lr); step_linear: per-step warmup, linear
+    # decay to 0 (Hugging Face's default, ATTEMPT's Table 3 runs)
+    schedule: Literal["step_cosine", "epoch_cosine", "step_linear"] = "step_cosine"
+    warmup_steps: Optional[int] = setting(None, ge=0, doc="per-step schedules: warmup in steps (ATTEMPT: 500), "
+                                          "instead of warmup_epochs")
     warmup_lr: float = setting(1e-7, ge=0.0, doc="epoch_cosine: the lr of the first warmup epoch")
     min_lr: float = setting(1e-8, ge=0.0, doc="epoch_cosine: the floor of the cosine")
     cooldown_epochs: int = setting(0, ge=0, doc="epoch_cosine: last epochs held at min_lr")
@@ -173,6 +201,9 @@ class TrainConfig:
     grad_clip: float = setting(0.0, ge=0.0)
     # torch.compile the model (inductor): one-off compile time, then faster GPU steps; off by default
     compile: bool = False
+    # which weights the test split sees: the last epoch's, or the best val/score epoch's (ATTEMPT's
+    # load_best_model_at_end, Table 3's protocol); needs an eval split that is not the test split
+    test_at: Literal["last", "best_val"] = "last"
 
     def check(self, where: str) -> None:
         require(self.cooldown_epochs < self.epochs, where, "cooldown_epochs",
@@ -227,9 +258,22 @@ class Config:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
+    @property
+    def modality(self) -> str:
+        """``text`` or ``image``, derived from ``model.backbone``."""
+        return modality_of(self.model.backbone)
+
     def check(self, where: str) -> None:
         require(bool(self.name.strip()), where, "name", "must not be empty")
         backbone = self.model.backbone
+        if self.train.test_at == "best_val":
+            require(self.data.eval_split is not None and self.data.eval_split != self.data.test_split, "train",
+                    "test_at", "best_val selects the tested epoch on data.eval_split, which must be set and differ "
+                    "from data.test_split")
+        if self.modality == "text":
+            check_text_run(self)
+            return
+        check_image_data(self.data)
         require(is_known_backbone(backbone), "model", "backbone",
                 f"unknown backbone {backbone!r} (not a gist-ray or timm model name)")
         fam = backbone_family(backbone)
@@ -267,7 +311,9 @@ def override_raw(raw: dict, values: Mapping[str, Any], foreign_knobs: Literal["e
     new_objective = str(values.get("objective.name", old_objective))
     if not uses_gist_token(old_objective) and uses_gist_token(new_objective) and "gist.enabled" not in values:
         out["gist"] = {**(raw.get("gist") or {}), "enabled": GistConfig.enabled}
-    for section, default, knobs in (("method", MethodConfig.name, method_knobs),
+    backbone = str(values.get("model.backbone", (raw.get("model") or {}).get("backbone", ModelConfig.backbone)))
+    own_method_knobs = text_method_knobs if modality_of(backbone) == "text" else method_knobs
+    for section, default, knobs in (("method", MethodConfig.name, own_method_knobs),
                                     ("objective", ObjectiveConfig.name, objective_knobs)):
         if section == "method" or section in raw or any(k.startswith(section + ".") for k in values):
             values = _switch_knobs(out, values, section, default, knobs, foreign_knobs)
@@ -301,6 +347,12 @@ def _switch_knobs(out: dict, values: Mapping[str, Any], section: str, default: s
 def _foreign(key: str, own: set[str] | None, section: str = "method") -> bool:
     return (own is not None and key.startswith(section + ".") and key != f"{section}.name"
             and key.split(".", 2)[1] not in own)
+
+
+def any_method_knobs(name: str) -> set[str] | None:
+    """The knobs of method ``name`` in the vision or the text registry (both: their union; neither: None)."""
+    found = [k for k in (method_knobs(name), text_method_knobs(name)) if k is not None]
+    return set().union(*found) if found else None
 
 
 class Variants:

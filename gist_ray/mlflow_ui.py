@@ -108,6 +108,8 @@ def dataset_inputs(cfg: Config) -> list:
     and a profile with the split's size and classes; the split's role is the input's ``mlflow.data.context``."""
     from mlflow.entities import DatasetInput, InputTag
 
+    if cfg.modality == "text":  # text splits are tokenised per backbone: the run's tags name the task instead
+        return []
     return [DatasetInput(_dataset(_data_key(cfg), split), [InputTag("mlflow.data.context", ctx)])
             for split, ctx in split_roles(cfg)]
 

@@ -14,9 +14,12 @@ from gist_ray.gist import GistModel
 from gist_ray.methods import apply_method
 from gist_ray.objectives import BuildContext, build_objective, uses_gist_token
 from gist_ray.pretrain import resolve_weights
+from gist_ray.text.gist import TextGistModel
+from gist_ray.text.model import build_text_model
 
 TOKEN_PREFIX = "gist."
 HEAD_PREFIX = "backbone.head."
+TEXT_HEAD_PREFIX = "head."  # a TextGistModel's own head (image models have no top-level ``head``)
 OBJECTIVE_PREFIX = "objective."
 PARTS = ("method", "token", "head", "objective")
 
@@ -43,7 +46,21 @@ def build_model(
     return model
 
 
-def build_from_config(cfg: Config, num_classes: int) -> GistModel:
+def build_text_from_config(cfg: Config, num_classes: int) -> TextGistModel:
+    """The text run's model: encoder + text method + head + Gist token, the objective attached as for images."""
+    token = cfg.gist.enabled and uses_gist_token(cfg.objective.name)
+    model, _ = build_text_model(cfg.model.backbone, num_classes, cfg.method.name, cfg.method.options,
+                                weights=cfg.model.weights, gist_enabled=token, gist_length=cfg.gist.length,
+                                gist_init_range=cfg.gist.init_range, gist_dropout=cfg.gist.dropout)
+    model.objective = build_objective(cfg.objective.name, cfg.objective.options,
+                                      BuildContext(model.backbone, num_classes, cfg.gist))
+    return model
+
+
+def build_from_config(cfg: Config, num_classes: int) -> GistModel | TextGistModel:
+    """The run's model; dispatches on the modality (``model.backbone``: a timm ViT / Swin or a text encoder)."""
+    if cfg.modality == "text":
+        return build_text_from_config(cfg, num_classes)
     return build_model(
         cfg.model.backbone,
         num_classes,
@@ -57,9 +74,9 @@ def build_from_config(cfg: Config, num_classes: int) -> GistModel:
     )
 
 
-def unwrap(model: nn.Module) -> GistModel:
-    """The :class:`GistModel` under DDP / torch.compile wrappers."""
-    while not isinstance(model, GistModel):
+def unwrap(model: nn.Module) -> GistModel | TextGistModel:
+    """The :class:`GistModel` (or :class:`TextGistModel`) under DDP / torch.compile wrappers."""
+    while not isinstance(model, (GistModel, TextGistModel)):
         model = getattr(model, "module", None) or getattr(model, "_orig_mod")
     return model
 
@@ -69,7 +86,7 @@ def param_part(name: str) -> str:
     modules, e.g. BYOT's shallow classifiers: trained, not used for prediction) or ``method``."""
     if name.startswith(TOKEN_PREFIX):
         return "token"
-    if name.startswith(HEAD_PREFIX):
+    if name.startswith(HEAD_PREFIX) or name.startswith(TEXT_HEAD_PREFIX):
         return "head"
     if name.startswith(OBJECTIVE_PREFIX):
         return "objective"

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from gist_ray.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING
+from gist_ray.text.config_check import modality_of
 
 KIND_TAG = "gist_ray.kind"  # what the run is in the hierarchy: sweep (parent), trial, train, study
 SWEEP_TAG = "gist_ray.sweep"
@@ -82,7 +83,9 @@ def run_tags(cfg_dict: dict, role: str | None = None, protocol: str | None = Non
     """The tags researchers filter on (method, backbone, gist on/off, dataset, seed) and, when given, the run's
     role (one of ``ROLES``) and protocol (free text: ``vtab``, ``none``, ...)."""
     data = cfg_dict["data"]
-    dataset = data["task"] if data["name"] in ("synthetic", "vtab", "fgvc") else data["name"]
+    dataset = data["task"] if data["name"] in ("synthetic", "vtab", "fgvc", "synthetic_text") else data["name"]
+    if data["name"] == "glue":
+        dataset = f"glue/{data['task']}"
     tags = {
         "method": cfg_dict["method"]["name"],
         "backbone": cfg_dict["model"]["backbone"],
@@ -90,6 +93,7 @@ def run_tags(cfg_dict: dict, role: str | None = None, protocol: str | None = Non
         "dataset": dataset,
         "data_source": data["name"],
         "seed": str(cfg_dict["train"]["seed"]),
+        "modality": modality_of(cfg_dict["model"]["backbone"]),
     }
     if role is not None:
         if role not in ROLES:

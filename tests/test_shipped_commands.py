@@ -40,6 +40,7 @@ import pytest
 import yaml
 
 from data_fixtures import make_vtab_tree
+from text_fixtures import write_glue_tsv
 from mlflow_server import free_port, healthy, start_server
 from shipped_commands import ROOT, Command, header_commands, option, readme_commands, shipped_files
 from console_checks import assert_quiet
@@ -49,12 +50,14 @@ VENV_BIN = Path(sys.executable).parent
 SUBSTITUTES = {
     "/data/vtab-1k": "{vtab}",  # the VTAB-1k root -> a tiny VTAB-1k tree this test writes (dtd, eurosat)
     "ROOT": "{vtab}",  # `gist-ray data check ROOT`
+    "/data/glue": "{glue}",  # a GLUE root -> a tiny GLUE tree (TSV layout, every task) this test writes
     "s3://BUCKET/gist-ray": "{work}/bucket",  # shared cluster storage -> a local folder
     "http://127.0.0.1:5000": "{server}",  # the head's tracking server -> a real mlflow server on a free port
     "resources.num_workers=4": "resources.num_workers=2",  # 2 CPU cores here
 }
 VTAB_TREE = {"dtd": 47, "eurosat": 10}  # dataset -> classes (every class once in train800: data check wants all)
 SYNTHETIC = ["data.n_train=64", "data.n_val=32", "data.n_test=32"]
+SYNTHETIC_SOURCES = ("synthetic", "synthetic_text")  # datasets generated in code: SYNTHETIC shrinks them
 
 
 def readme() -> list[Command]:
@@ -122,10 +125,18 @@ def _epochs(t) -> list[str]:
     return out
 
 
-def _model(cfg) -> list[str]:
+def _tiny_backbone(backbone: str) -> str:
+    """A tiny random backbone of ``backbone``'s family (text encoders: the tiny BERT or T5)."""
     from gist_ray.backbones import backbone_family
+    from gist_ray.text.config_check import modality_of
 
-    tiny = "swin_test_tiny" if backbone_family(cfg.model.backbone) == "swin" else "vit_test_tiny"
+    if modality_of(backbone) == "text":
+        return "t5_test_tiny" if "t5" in backbone.lower() else "bert_test_tiny"
+    return "swin_test_tiny" if backbone_family(backbone) == "swin" else "vit_test_tiny"
+
+
+def _model(cfg) -> list[str]:
+    tiny = _tiny_backbone(cfg.model.backbone)
     return [f"model.backbone={tiny}", "model.weights=none", "resources.use_gpu=false"]
 
 
@@ -139,11 +150,11 @@ def tiny_overrides(args: list[str]) -> list[str]:
     given = [a for a in args[2:] if "=" in a and not a.startswith("-")]
     if sub == "train":
         cfg = load_config(args[1], given)
-        return _model(cfg) + _epochs(cfg.train) + (SYNTHETIC if cfg.data.name == "synthetic" else [])
+        return _model(cfg) + _epochs(cfg.train) + (SYNTHETIC if cfg.data.name in SYNTHETIC_SOURCES else [])
     if sub == "sweep":
         spec = load_sweep(args[1], given)
         cfg = spec.base
-        out = _model(cfg) + _epochs(cfg.train) + (SYNTHETIC if cfg.data.name == "synthetic" else [])
+        out = _model(cfg) + _epochs(cfg.train) + (SYNTHETIC if cfg.data.name in SYNTHETIC_SOURCES else [])
         out += ["search.num_samples=2", "search.max_concurrent_trials=2"]
         if spec.search.repeat_best:
             out += ["search.repeat_best=1", "search.repeat_seeds=[1]"]
@@ -154,11 +165,12 @@ def tiny_overrides(args: list[str]) -> list[str]:
         method = first.name if not first.knobs else yaml.safe_dump({"name": first.name, **dict(first.knobs)},
                                                                    default_flow_style=True).strip()
         out = _epochs(study.base.train) + ["model.weights=none", "resources.use_gpu=false", "grid.seeds=[0]",
-                                           "grid.backbones=[vit_test_tiny]", f"grid.methods=[{method}]"]
+                                           f"grid.backbones=[{_tiny_backbone(study.backbones[0])}]",
+                                           f"grid.methods=[{method}]"]
         if option(tuple(args), "grid.datasets") is None and len(study.datasets) > 1:
             here = [d.task for d in study.datasets if d.task in VTAB_TREE] or [study.datasets[0].task]
             out.append(f"grid.datasets=[{here[0]}]")
-        return out + (SYNTHETIC if study.base.data.name == "synthetic" else [])
+        return out + (SYNTHETIC if study.base.data.name in SYNTHETIC_SOURCES else [])
     return []
 
 
@@ -170,6 +182,13 @@ def vtab_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("vtab-1k")
     for name, classes in VTAB_TREE.items():
         make_vtab_tree(root, name, n_classes=classes, sizes={"train800": classes, "val200": 8, "test": 8})
+    return root
+
+
+@pytest.fixture(scope="module")
+def glue_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("glue")
+    write_glue_tsv(root)
     return root
 
 
@@ -197,7 +216,7 @@ def expect_output(argv: list[str], text: str) -> None:
     """What each command must have printed on success."""
     sub = argv[1]
     if sub == "train":
-        assert "result: epoch=" in text and "test/acc=" in text, text[-2000:]
+        assert "result: epoch=" in text and ("test/acc=" in text or "test/score=" in text), text[-2000:]
     elif sub == "sweep":
         assert "best trial" in text, text[-2000:]
         best = re.search(r"best trial \S+: .*config=(\{.*\})", text)
@@ -287,14 +306,14 @@ def check_cluster_command(c: Command) -> None:
 
 
 @pytest.mark.slow
-def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab_root) -> None:
+def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab_root, glue_root) -> None:
     """The README top to bottom in one folder (the quickstart sweep, then --resume, the UI on its store, ...)."""
     from gist_ray.tracking_server import ServerOptions
 
     work = clone(tmp_path / "clone")
     monkeypatch.chdir(work)
     server = None
-    ctx = {"vtab": str(vtab_root), "work": str(work), "server": ""}
+    ctx = {"vtab": str(vtab_root), "glue": str(glue_root), "work": str(work), "server": ""}
     took = []
     try:
         for c in readme():
@@ -327,10 +346,30 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", header_only(), ids=lambda c: c.source)
-def test_header_command(command, ray_local, tmp_path, monkeypatch, capsys, vtab_root) -> None:
+def test_header_command(command, ray_local, tmp_path, monkeypatch, capsys, vtab_root, glue_root) -> None:
     work = clone(tmp_path / "clone")
     monkeypatch.chdir(work)
-    argv = substituted(command.argv, {"vtab": str(vtab_root), "work": str(work), "server": ""})
+    argv = substituted(command.argv, {"vtab": str(vtab_root), "glue": str(glue_root), "work": str(work), "server": ""})
     expect_output(argv, run_gist_ray(argv, capsys))
+    if argv[1] == "sweep":
+        check_text_trials(argv[2:], work)
+
+
+def check_text_trials(args: list[str], work: Path) -> None:
+    """A text sweep: every trial is an MLflow run of the sweep's experiment, tagged modality=text, with val/score."""
+    import mlflow
+
+    from gist_ray import tracking
+    from gist_ray.sweep.space import load_sweep
+
+    spec = load_sweep(args[0], [a for a in args[1:] if "=" in a])
+    if spec.base.modality != "text":
+        return
+    client = mlflow.MlflowClient(spec.base.tracking.uri)
+    exp = client.get_experiment_by_name(spec.base.tracking.experiment)
+    trials = client.search_runs([exp.experiment_id], f"tags.`{tracking.KIND_TAG}` = 'trial'")
+    assert len(trials) == 2, [t.data.tags for t in trials]  # search.num_samples=2 (tiny_overrides)
+    for t in trials:
+        assert t.data.tags["modality"] == "text" and "val/score" in t.data.metrics and "test/score" in t.data.metrics
 
 

@@ -6,10 +6,15 @@ from __future__ import annotations
 import argparse
 
 from gist_ray.report import NothingToReport, report, report_trials
+from gist_ray.report_table3 import report_table3
 from gist_ray.report_table11 import report_table11
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.table3:
+        tables = report_table3(args.experiment, args.tracking_uri, args.metric, out_dir=args.out, tuning=args.trials)
+        print(f"wrote {3 * len(tables)} files to {args.out}")
+        return 0 if tables else 1
     if args.table11:
         tables = report_table11(args.experiment, args.tracking_uri, args.metric, out_dir=args.out, tuning=args.trials)
         print(f"wrote {3 * len(tables)} files to {args.out}")

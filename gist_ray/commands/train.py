@@ -13,7 +13,7 @@ from gist_ray import console, tracking
 from gist_ray.config import Config, load_config, to_dict
 from gist_ray.errors import ConfigError
 from gist_ray.mlflow_ui import applicable_params, browse_hint
-from gist_ray.data import preflight
+from gist_ray.run_data import preflight_run
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.timing import phase
 from gist_ray.train.inprocess import runs_in_process, train_in_process
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_a_different_run(cfg)
     d = cfg.data
     with phase("driver/preflight"):
-        preflight(d, [d.train_split, d.eval_split, d.test_split])
+        preflight_run(cfg, [d.train_split, d.eval_split, d.test_split])
     with phase("driver/pretrain"):
         ensure_pretrained([cfg.model.backbone], cfg.model.weights)
     with phase("driver/mlflow_open"):
@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         with phase("driver/mlflow_close"):
             tracking.client(cfg.tracking.uri).set_terminated(run_id, status)
     keys = ["epoch", "train/loss", "val/acc", "test/acc", "params/total"]
+    if cfg.modality == "text":
+        keys[2:4] = ["val/score", "test/score"]
     print("result: " + "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics.get(k), float) else
                                  f"{k}={metrics.get(k)}" for k in keys))
     print(f"checkpoints: {where}")

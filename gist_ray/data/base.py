@@ -36,6 +36,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def inputs(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs for rows ``idx`` (CPU): ``{"x": uint8 images}`` (the loop resizes and
+        normalises them on the device); the batch interface text splits share."""
+        rows = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx
+        if self.images.device.type == "cpu":
+            return {"x": torch.from_numpy(self.images.numpy()[rows])}
+        return {"x": self.images[torch.as_tensor(rows)]}
+
 
 # A loader maps (DataConfig, split name) -> Split.
 Loader = Callable[..., Split]

@@ -36,13 +36,22 @@ def cell_records(study: Study, done: dict[int, Any]) -> list[dict]:
         method = labels[cell.method] + (f"@n{cell.n_train}" if several_n else "")
         out.append({
             "run_id": run.info.run_id, "cell": cell.index, "backbone": cell.backbone,
-            "backbone_params": float(backbone_params(cell.backbone)), "method": method, "gist": cell.gist,
+            "backbone_params": _backbone_size(cell.backbone, m), "method": method, "gist": cell.gist,
             "dataset": cell.dataset.task, "seed": cell.seed, "n_train": cell.n_train, "acc": float(m[study.metric]),
             "metric": study.metric, "test_acc": m.get("test/acc"), "val_acc": m.get("val/acc"),
             "trainable_params": m.get("params/total"),
         })
     return out
 
+
+
+def _backbone_size(backbone: str, metrics: dict[str, float]) -> float:
+    """The exact size of a timm / gist-ray backbone; for others (text encoders) the run's frozen + trainable
+    parameters, roughly the backbone + head, as ``gist_ray.report`` estimates unknown backbones."""
+    try:
+        return float(backbone_params(backbone))
+    except Exception:  # noqa: BLE001 - not a timm name: estimate from what the run logged
+        return float(metrics.get("params/frozen", 0.0) + metrics.get("params/total", 0.0))
 
 
 def _interval_fields(iv: Interval, prefix: str) -> dict[str, Any]:

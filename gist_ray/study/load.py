@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from gist_ray.backbones import is_known_backbone
-from gist_ray.config import Config, MethodConfig, absolute_paths, build_config
+from gist_ray.config import Config, MethodConfig, absolute_paths, any_method_knobs, build_config
 from gist_ray.data.fgvc import FGVC_DATASETS
 from gist_ray.data.synthetic import TASKS as SYNTHETIC_TASKS
 from gist_ray.data.vtab import VTAB_DATASETS
 from gist_ray.errors import ConfigError
-from gist_ray.methods import method_knobs
 from gist_ray.study.spec import DatasetEntry, MethodEntry, Study, cell_overrides, scalar
+from gist_ray.text.backbones import is_text_backbone
 from gist_ray.typed_config import load_yaml, parse_override, set_path
 
 STUDY_KEYS = ("name", "base", "grid", "output", "metric", "max_concurrent_trials", "overrides")
@@ -218,14 +218,15 @@ def validate(study: Study, path: Path) -> None:
 
     # cheap checks first, so that a bad first value is named by its own axis
     for i, b in enumerate(study.backbones):
-        if not is_known_backbone(b):
-            raise ConfigError(f"{w}.backbones[{i}] ({b}): unknown backbone (not a gist-ray or timm model name)")
+        if not (is_known_backbone(b) or is_text_backbone(b)):
+            raise ConfigError(f"{w}.backbones[{i}] ({b}): unknown backbone (not a gist-ray, timm or text encoder "
+                              "name)")
     for i, d in enumerate(study.datasets):
         known = KNOWN_TASKS.get(d.source)
         if known is not None and d.task not in known:
             raise ConfigError(f"{w}.datasets[{i}]: unknown {d.source} task {d.task!r}; known: {', '.join(known)}")
     for i, m in enumerate(study.methods):
-        owned = method_knobs(m.name) or set()
+        owned = any_method_knobs(m.name) or set()
         bad = [k for k, _ in m.knobs if owned and k not in owned]
         if bad:
             raise ConfigError(f"{w}.methods[{i}].{bad[0]}: method {m.name} has no knob {bad[0]!r}; "

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from gist_ray import tracking
 from gist_ray.config import Config
-from gist_ray.data import validate_splits
+from gist_ray.run_data import validate_run_splits
 from gist_ray.errors import ConfigError
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.study.analysis import cell_records, log_study_metrics, write_study_outputs
@@ -120,11 +120,14 @@ def check_data(study: Study) -> None:
         if cell.dataset in seen or cell.dataset.source == "synthetic":
             continue
         seen.add(cell.dataset)
-        d = study.cell_config(cell).data
+        cfg = study.cell_config(cell)
+        d = cfg.data
+        if d.name == "synthetic_text":
+            continue
         if d.root is None:
             raise ConfigError(f"{study.source}: dataset {d.name}/{d.task}: data.root is not set "
                               f"(add data.root=/path/to/{d.name} to the command)")
-        validate_splits(d, [s for s in (d.train_split, d.eval_split, d.test_split) if s])
+        validate_run_splits(cfg, [d.train_split, d.eval_split, d.test_split])
 
 
 # ----------------------------------------------------------------------------- the sweep of the remaining cells
@@ -133,7 +136,7 @@ def check_data(study: Study) -> None:
 def search_metric(base: Config) -> tuple[str, str]:
     """A metric every epoch reports (Optuna and Tune's metric check need one); it does not choose anything."""
     if base.data.eval_split and base.train.eval_every == 1:
-        return "val/acc", "max"
+        return ("val/score" if base.modality == "text" else "val/acc"), "max"
     return "train/acc", "max"
 
 

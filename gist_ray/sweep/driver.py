@@ -39,7 +39,7 @@ from ray.tune import Callback
 
 from gist_ray import tracking
 from gist_ray.config import Config, ConfigError, to_dict
-from gist_ray.data import preflight
+from gist_ray.run_data import preflight_run
 from gist_ray.pretrain import ensure_pretrained
 from gist_ray.sweep.analysis import importances, refit_config, repeat_spec, summary_metric, write_pareto
 from gist_ray.sweep.callbacks import MlflowSweepCallback, ProgressCallback, close_sweep_runs
@@ -102,6 +102,15 @@ def backbones_in(spec: SweepSpec) -> list[str]:
     d = spec.space.get("model.backbone")
     names = [str(v) for v in d.probe_values()] if d else []
     return names or [spec.base.model.backbone]
+
+
+def _per_tokenizer(spec: SweepSpec, base_cfg: Config) -> list[Config]:
+    """The base config once per backbone the sweep trains, for text runs (each backbone tokenises into the cache
+    with its own tokenizer); image runs: the base config alone (the decoded cache does not depend on it)."""
+    if base_cfg.modality != "text":
+        return [base_cfg]
+    return [dataclasses.replace(base_cfg, model=dataclasses.replace(base_cfg.model, backbone=b))
+            for b in backbones_in(spec)]
 
 
 def prepare_weights(spec: SweepSpec) -> None:
@@ -181,7 +190,8 @@ def _start(spec: SweepSpec, base_cfg: Config) -> Config:
     if spec.protocol == "vtab":
         splits += ["trainval", "test"]
     with phase("driver/preflight"):
-        preflight(d, splits)  # bad data fails here, before Ray starts and before any trial
+        for cfg in _per_tokenizer(spec, base_cfg):  # bad data fails here, before Ray starts and before any trial
+            preflight_run(cfg, splits)
     with phase("driver/ray_init"):
         init_ray(base_cfg.resources.address)
     if base_cfg.resources.use_gpu is None:  # no revalidation: one field set from what the cluster has
@@ -373,10 +383,11 @@ def finish_parent(c, spec: SweepSpec, result: SweepResult) -> None:
 
 def format_table(result: SweepResult) -> str:
     """The trials as an aligned text table, best first; errored trials last with their reason. A test/acc column
-    only where trials were tested (``search.test_trials``)."""
+    (test/score when the sweep ranks by a score) only where trials were tested (``search.test_trials``)."""
     keys = sorted({k for r in result.rows for k in r.config})
-    tested = result.metric != "test/acc" and any("test/acc" in r.metrics for r in result.rows)
-    cols = ["trial", "status", *keys, result.metric, *(["test/acc"] if tested else []), "epochs", "params"]
+    test_key = "test/score" if result.metric.endswith("/score") else "test/acc"  # score: text runs' task metric
+    tested = result.metric != test_key and any(test_key in r.metrics for r in result.rows)
+    cols = ["trial", "status", *keys, result.metric, *([test_key] if tested else []), "epochs", "params"]
     sign = -1 if result.mode == "max" else 1
     rows = sorted(result.rows, key=lambda r: (r.status != "TERMINATED",
                                               sign * r.metrics.get(result.metric, 0.0) if _finite(r.metrics.get(result.metric)) else 0))
@@ -392,7 +403,7 @@ def format_table(result: SweepResult) -> str:
         off = r.config.get("gist.enabled") is False  # its sampled lambda, T, mu did nothing: not shown
         table.append([r.trial_id, r.status, *["-" if off and k.startswith("gist.") and k != "gist.enabled"
                                               else fmt(r.config.get(k)) for k in keys], fmt(m.get(result.metric)),
-                      *([fmt(m.get("test/acc"))] if tested else []), fmt(m.get("epoch")), fmt(m.get("params/total"))])
+                      *([fmt(m.get(test_key))] if tested else []), fmt(m.get("epoch")), fmt(m.get("params/total"))])
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))

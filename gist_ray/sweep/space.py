@@ -31,9 +31,8 @@ from typing import Any, Callable, Literal, Optional
 
 import optuna
 
-from gist_ray.config import Config, Variants, absolute_paths, build_config
+from gist_ray.config import Config, Variants, absolute_paths, any_method_knobs, build_config
 from gist_ray.errors import ConfigError
-from gist_ray.methods import method_knobs
 from gist_ray.objectives import objective_knobs
 from gist_ray.typed_config import from_dict, load_yaml, parse_override, set_path
 
@@ -107,7 +106,7 @@ class Dist:
 
 
 # config sections whose other keys are the knobs of the chosen ``<section>.name``
-KNOBS = {"method": method_knobs, "objective": objective_knobs}
+KNOBS = {"method": any_method_knobs, "objective": objective_knobs}
 
 # how a sweep turns trials into reported numbers; every run records its protocol
 PROTOCOLS = {

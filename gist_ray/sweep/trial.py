@@ -24,8 +24,8 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from gist_ray.config import Config
-from gist_ray.data import load_splits
 from gist_ray.model import build_from_config, trainable_counts
+from gist_ray.run_data import run_num_classes
 from gist_ray.timing import mark
 from gist_ray.train.launch import make_trainer
 from gist_ray.train.loop import STATE_FILE, GistRun
@@ -123,7 +123,7 @@ def run_trial(config: dict[str, Any], base: Config, budget: int | None = None,
         run.fit()
         return
     if budget is not None:
-        classes = load_splits(cfg.data, [cfg.data.train_split])[cfg.data.train_split].num_classes
+        classes = run_num_classes(cfg)
         check_budget(trainable_counts(build_from_config(cfg, classes)), budget)
     trial_id = prior["trial_id"] if prior else tune.get_context().get_trial_id()  # same trainer name: it resumes
     trainer = make_trainer(cfg, callbacks=[TuneReportCallback()], name=f"{cfg.name}-{trial_id}")

@@ -20,6 +20,12 @@ from gist_ray.console import Progress
 from gist_ray.train.loop import GistRun, LocalReporter
 
 SHOWN = ("train/loss", "train/acc", "val/acc", "test/acc", "test/best_acc")
+SHOWN_TEXT = ("train/loss", "train/acc", "val/score", "test/score")  # score: the task's selection metric
+
+
+def shown(m: dict[str, Any]) -> tuple[str, ...]:
+    """The metrics an epoch line shows: accuracy for images, the task's score for text."""
+    return SHOWN if "val/acc" in m or "test/acc" in m else SHOWN_TEXT
 
 
 def runs_in_process(cfg: Config) -> bool:
@@ -56,7 +62,7 @@ def epoch_line(total: int, echo: Callable[[str], None] = print) -> Callable[[dic
     """A listener printing one line per epoch."""
 
     def show(m: dict[str, Any]) -> None:
-        parts = [f"{k} {m[k]:.4f}" for k in SHOWN if isinstance(m.get(k), float)]
+        parts = [f"{k} {m[k]:.4f}" for k in shown(m) if isinstance(m.get(k), float)]
         echo(f"epoch {int(m.get('epoch', 0))}/{total}  " + "  ".join(parts) + f"  ({m.get('epoch_time_s', 0):.1f} s)")
 
     return show
@@ -66,7 +72,7 @@ def epoch_bar(bar: Progress) -> Callable[[dict[str, Any]], None]:
     """A listener advancing a progress bar by one epoch, noting the latest loss and accuracy."""
 
     def advance(m: dict[str, Any]) -> None:
-        bar.update(1, "  ".join(f"{k} {m[k]:.3f}" for k in SHOWN if isinstance(m.get(k), float)))
+        bar.update(1, "  ".join(f"{k} {m[k]:.3f}" for k in shown(m) if isinstance(m.get(k), float)))
 
     return advance
 

@@ -2,8 +2,9 @@
 
 A :class:`Reporter` connects it to whatever runs it (Ray Train workers, a Tune trial, a local process): it
 receives one report per epoch (metrics and, every ``checkpoint_every`` epochs, a checkpoint directory) and
-hands back the latest checkpoint on resume. Data stay decoded uint8 tensors on the training device; batches
-are resized and normalised there. Loss parts are summed on the device and read once per epoch (no per-step
+hands back the latest checkpoint on resume. Image data stay decoded uint8 tensors on the training device;
+batches are resized and normalised there. Text splits stay on the CPU: ``split.inputs(idx)`` pads each
+batch's token ids. Loss parts are summed on the device and read once per epoch (no per-step
 host syncs).
 """
 
@@ -21,14 +22,19 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from gist_ray.backbones import input_spec, vit_of
 from gist_ray.config import Config
-from gist_ray.data import Split, load_splits
 from gist_ray.data.pairs import ClassPairs
-from gist_ray.model import apply_trainable, build_from_config, save_trainable, trainable_counts, unwrap
+from gist_ray.model import (
+    apply_trainable,
+    build_from_config,
+    save_trainable,
+    trainable_counts,
+    trainable_state,
+    unwrap,
+)
+from gist_ray.run_data import run_splits, split_metrics
 from gist_ray.timing import phase, record
 from gist_ray.train.checkpoint import (
     STATE_FILE,
@@ -38,7 +44,11 @@ from gist_ray.train.checkpoint import (
     read_checkpoint,
     write_checksums,
 )
+from gist_ray.train.evaluate import BatchPrep, allreduce, evaluate, evaluate_text, take_rows, to_device
 from gist_ray.train.optim import make_optimizer
+
+__all__ = ["GistRun", "LocalReporter", "Reporter", "run_training", "autocast_dtype", "BatchPrep", "evaluate",
+           "take_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -110,57 +120,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-class BatchPrep:
-    """uint8 images -> float, resized to the backbone's input size, normalised with its mean/std."""
-
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
-        size, mean, std = input_spec(vit_of(model))
-        self.size = size
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
-
-
-def take_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``t[idx]``; on CPU through numpy, whose row gather is two orders of magnitude faster for uint8."""
-    if t.device.type == "cpu":
-        return torch.from_numpy(t.numpy()[idx.numpy()])
-    return t[idx]
-
-
-def _allreduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, prep: BatchPrep, batch_size: int, device: torch.device,
-             amp: torch.dtype | None, rank: int = 0, world_size: int = 1) -> dict[str, float]:
-    """Top-1 accuracy and CE of the [CLS] prediction over ``split`` (sharded over workers)."""
-    was_training = model.training
-    model.eval()
-    images, labels = split.images[rank::world_size], split.labels[rank::world_size]
-    sums = torch.zeros(3, device=device)  # correct, loss, count
-    for i in range(0, len(labels), batch_size):
-        x = prep(images[i : i + batch_size].to(device, non_blocking=True))
-        y = labels[i : i + batch_size].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits = model(x)
-        sums[0] += (logits.argmax(-1) == y).sum()
-        sums[1] += F.cross_entropy(logits.float(), y, reduction="sum")
-        sums[2] += len(y)
-    _allreduce(sums)
-    model.train(was_training)
-    n = max(1.0, float(sums[2]))
-    return {"acc": float(sums[0]) / n, "loss": float(sums[1]) / n}
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -173,8 +132,10 @@ class GistRun:
         self.device = reporter.device()
         torch.manual_seed(cfg.train.seed)
         d = cfg.data
+        self.text = cfg.modality == "text"
+        self.metric_names = split_metrics(cfg)
         with phase("run/data"):
-            splits = load_splits(d, [s for s in (d.train_split, d.eval_split) if s])
+            splits = run_splits(cfg, [s for s in (d.train_split, d.eval_split) if s])
         self.train_split, self.eval_split = splits[d.train_split], splits.get(d.eval_split or "")
         self.num_classes = self.train_split.num_classes
         with phase("run/model"):
@@ -184,14 +145,15 @@ class GistRun:
             self.model = reporter.prepare_model(model)
         if cfg.train.compile:  # after DDP wrapping, as PyTorch recommends; unwrap() sees through both
             self.model = torch.compile(self.model)
-        self.prep = BatchPrep(self.model, self.device)
+        self.prep = None if self.text else BatchPrep(self.model, self.device)
         self.amp = autocast_dtype(cfg.train.precision, self.device)
         t = cfg.train
         per_worker = math.ceil(len(self.train_split) / reporter.world_size)
         self.steps_per_epoch = max(1, per_worker // t.batch_size if t.drop_last else math.ceil(per_worker / t.batch_size))
         self.opt, self.sched = make_optimizer(unwrap(self.model), t, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16)
-        self.images = self.train_split.images.to(self.device)
+        # image rows live on the training device (resized there); text rows stay on the CPU (gathered, padded)
+        self.images = None if self.text else self.train_split.images.to(self.device)
         self.labels = self.train_split.labels.to(self.device)
         # the objective (gist_ray.objectives) computes each step's loss; the data side supplies what it declares
         self.objective = unwrap(self.model).objective
@@ -202,6 +164,9 @@ class GistRun:
         # protocol evaluates test every epoch and reports the best epoch), else "val"
         self.eval_role = "test" if d.eval_split == "test" else "val"
         self.best_eval = -math.inf
+        # train.test_at=best_val: the trained parameters of the best eval epoch so far (kept in checkpoints)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0
 
     # -- checkpoints
     def save(self, directory: str, epoch: int, metrics: dict[str, Any] | None = None) -> None:
@@ -209,6 +174,8 @@ class GistRun:
         plain = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str, bool))}
         state = {"epoch": epoch, "metrics": plain, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                  "scaler": self.scaler.state_dict()}
+        if self.best_state is not None:
+            state["best"] = {"epoch": self.best_epoch, "weights": self.best_state}
         atomic_torch_save(state, Path(directory) / STATE_FILE)
         write_checksums(directory)
 
@@ -220,7 +187,11 @@ class GistRun:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
         self.last_metrics = dict(state.get("metrics") or {})
-        self.best_eval = float(self.last_metrics.get(f"{self.eval_role}/best_acc", -math.inf))
+        best = state.get("best")
+        if best:
+            self.best_state, self.best_epoch = dict(best["weights"]), int(best["epoch"])
+        best = self.last_metrics.get(f"{self.eval_role}/best_score", self.last_metrics.get(f"{self.eval_role}/best_acc"))
+        self.best_eval = float(best) if best is not None else -math.inf
 
     def resume(self) -> None:
         """Restore the newest usable checkpoint; an unusable one is skipped, with a warning, for the one before."""
@@ -248,10 +219,18 @@ class GistRun:
                                       "is the run's storage shared by all nodes?")
 
     # -- one epoch
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One training forward, under the run's autocast: (cls logits, gist logits or None)."""
+    def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One training forward, under the run's autocast: (cls logits, gist logits or None). ``x``: an image
+        batch, or a text batch's keyword inputs (``input_ids``, ``attention_mask``, ...)."""
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            return self.model(x)
+            return self.model(**x) if isinstance(x, dict) else self.model(x)
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The model inputs of training rows ``idx``: prepared images, or padded token ids on the device."""
+        if self.text:
+            pad = 8 if self.cfg.train.compile else 1
+            return to_device(self.train_split.inputs(idx, pad_to_multiple_of=pad), self.device)
+        return self.prep(take_rows(self.images, idx))
 
     def batches(self, epoch: int) -> Iterator[torch.Tensor]:
         """This worker's batches of training indices for ``epoch`` (anchors then same-class partners when the
@@ -279,7 +258,7 @@ class GistRun:
             sums[key] = sums[key] + value if key in sums else value.detach().double().clone()
 
         for idx in self.batches(epoch):
-            x, y = self.prep(take_rows(self.images, idx)), self.labels[idx]
+            x, y = self.batch(idx), self.labels[idx]
             step = self.objective.step(self.forward, x, y)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(step.loss).backward()
@@ -297,7 +276,7 @@ class GistRun:
                 add("acc", (step.logits.argmax(-1) == step.target).sum())
                 add("n", torch.tensor(n, device=self.device))
         keys = sorted(sums)  # the same on every worker: the parts depend on the config only
-        totals = _allreduce(torch.stack([sums[k] for k in keys])).tolist()
+        totals = allreduce(torch.stack([sums[k] for k in keys])).tolist()
         values = dict(zip(keys, totals))
         n = max(1.0, values.pop("n"))
         out = {f"train/{k}": v / n for k, v in values.items()}
@@ -315,11 +294,15 @@ class GistRun:
             metrics = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": self.sched.get_last_lr()[0]}
             last = epoch + 1 == epochs
             if self.eval_split is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
-                ev = evaluate(self.model, self.eval_split, self.prep, 2 * cfg.train.batch_size, self.device, self.amp,
-                              self.rep.rank, self.rep.world_size)
-                self.best_eval = max(self.best_eval, ev["acc"])
+                ev = self.evaluate(self.eval_split)
+                if cfg.train.test_at == "best_val" and ev["score"] > self.best_eval:
+                    self.best_state, self.best_epoch = trainable_state(self.model), epoch + 1
+                self.best_eval = max(self.best_eval, ev["score"])
                 role = self.eval_role
-                metrics.update({f"{role}/acc": ev["acc"], f"{role}/loss": ev["loss"], f"{role}/best_acc": self.best_eval})
+                metrics.update({f"{role}/{k}": v for k, v in ev.items()})
+                metrics[f"{role}/best_score"] = self.best_eval
+                if not self.text:
+                    metrics[f"{role}/best_acc"] = self.best_eval
             metrics["epoch_time_s"] = time.perf_counter() - t0
             record("run/epoch", time.time() - metrics["epoch_time_s"], time.time())
             metrics.update(self.token_stats())
@@ -330,7 +313,7 @@ class GistRun:
             self._report(metrics, checkpoint=(epoch + 1) % cfg.train.checkpoint_every == 0 or last)
         if not metrics:  # resumed after the last epoch: nothing left but the final numbers
             metrics = dict(self.last_metrics) or {"epoch": epochs, **{f"params/{k}": v for k, v in self.counts.items()}}
-            if self.cfg.data.test_split and "test/acc" not in metrics:
+            if self.cfg.data.test_split and "test/acc" not in metrics and "test/score" not in metrics:
                 metrics.update(self.test())
             self._report(metrics, checkpoint=False)
         return metrics
@@ -347,10 +330,25 @@ class GistRun:
         d = self.cfg.data
         if not d.test_split:
             return {}
-        split = load_splits(d, [d.test_split])[d.test_split]
-        ev = evaluate(self.model, split, self.prep, 2 * self.cfg.train.batch_size, self.device, self.amp,
-                      self.rep.rank, self.rep.world_size)
-        return {"test/acc": ev["acc"], "test/loss": ev["loss"]}
+        split = run_splits(self.cfg, [d.test_split])[d.test_split]
+        if self.cfg.train.test_at != "best_val" or self.best_state is None:
+            return {f"test/{k}": v for k, v in self.evaluate(split).items()}
+        last = trainable_state(self.model)  # test the best val epoch's weights, then put the last ones back
+        apply_trainable(self.model, self.best_state, f"best epoch {self.best_epoch}")
+        try:
+            out = {f"test/{k}": v for k, v in self.evaluate(split).items()}
+        finally:
+            apply_trainable(self.model, last, "last epoch")
+        return {**out, "test/epoch": self.best_epoch}
+
+    def evaluate(self, split: Any) -> dict[str, float]:
+        """The split's metrics, ``loss`` and ``score`` (the selection metric: ``acc`` for images)."""
+        bs = 2 * self.cfg.train.batch_size
+        if self.text:
+            return evaluate_text(self.model, split, self.metric_names, bs, self.device, self.amp, self.rep.rank,
+                                 self.rep.world_size)
+        ev = evaluate(self.model, split, self.prep, bs, self.device, self.amp, self.rep.rank, self.rep.world_size)
+        return {"acc": ev["acc"], "loss": ev["loss"], "score": ev["acc"]}
 
     def _report(self, metrics: dict[str, Any], checkpoint: bool) -> None:
         with phase("run/report"):

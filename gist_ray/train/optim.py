@@ -1,9 +1,11 @@
 """The optimisation recipe: AdamW, weight-decay groups, and the learning-rate schedule.
 
-Two schedules (``train.schedule``):
+Three schedules (``train.schedule``):
 
 - ``step_cosine`` (default): linear warmup over ``warmup_epochs`` (fractional epochs allowed), then cosine decay
   to zero, updated every step.
+- ``step_linear``: linear warmup, then linear decay to zero, per step (Hugging Face's default; ATTEMPT's Table 3
+  runs: 500 warmup steps, ``train.warmup_steps``, which replaces ``warmup_epochs`` in either per-step schedule).
 - ``epoch_cosine``: the official GIST recipe (JCruan519/GIST ``train.py``: timm's ``create_scheduler`` with
   ``--sched cosine``): the lr is set once per epoch, warmed up linearly from ``warmup_lr`` over
   ``warmup_epochs`` epochs, then follows a cosine from ``lr`` to ``min_lr`` over ``epochs - cooldown_epochs``
@@ -54,6 +56,17 @@ def step_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     return f
 
 
+def step_linear(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Linear warmup to the base lr, then linear decay to zero (Hugging Face's ``linear`` schedule)."""
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return f
+
+
 def epoch_cosine_lr(epoch: int, t: TrainConfig) -> float:
     """The official recipe's lr during epoch ``epoch`` (0-based): timm's CosineLRScheduler at ``t = epoch``."""
     warmup = int(round(t.warmup_epochs))
@@ -72,5 +85,6 @@ def make_optimizer(model: nn.Module, t: TrainConfig, steps_per_epoch: int):
     if t.schedule == "epoch_cosine":
         factor = lambda step: epoch_cosine_lr(step // steps_per_epoch, t) / t.lr  # noqa: E731
     else:
-        factor = step_cosine(int(round(t.warmup_epochs * steps_per_epoch)), steps_per_epoch * t.epochs)
+        warmup = t.warmup_steps if t.warmup_steps is not None else int(round(t.warmup_epochs * steps_per_epoch))
+        factor = (step_linear if t.schedule == "step_linear" else step_cosine)(warmup, steps_per_epoch * t.epochs)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from gist_ray.config import ConfigError, from_dict
+from gist_ray.errors import ConfigError
+from gist_ray.typed_config import from_dict
 from gist_ray.text.families import TextFamily
 from gist_ray.text.methods.base import TEXT_METHODS, TextMethodSpec, register_text_method
 

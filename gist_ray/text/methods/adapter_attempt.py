@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 from gist_ray.text.families import TextFamily
 from gist_ray.text.methods.base import register_text_method
 

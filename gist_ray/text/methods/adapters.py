@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 from gist_ray.text.families import TextFamily
 from gist_ray.text.methods.base import register_text_method
 

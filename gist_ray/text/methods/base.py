@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 from gist_ray.registry import Registry
 from gist_ray.text.families import SITES, TextFamily
 

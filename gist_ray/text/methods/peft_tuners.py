@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from gist_ray.config import ConfigError
+from gist_ray.errors import ConfigError
 from gist_ray.methods.peft_tuners import lokr_params
 from gist_ray.text.families import TextFamily
 from gist_ray.text.methods.base import check_sites, register_text_method, site_linears
