@@ -332,6 +332,8 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
                     ctx["server"] = server.url
                 argv = substituted(tuple(argv), ctx)
                 expect_output(argv, run_gist_ray(argv, capsys))
+                if argv[1] == "sweep" and kind != "job":
+                    check_text_trials(argv[2:], work)
             took.append(f"{time.monotonic() - t0:6.1f} s  {c}")
     finally:
         if server is not None:
