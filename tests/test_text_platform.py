@@ -104,3 +104,45 @@ def test_test_at_best_val_tests_the_best_val_epoch_and_keeps_it_in_checkpoints(t
     assert run.best_epoch == best and run.test()["test/score"] == pytest.approx(final["test/score"])
     with pytest.raises(ConfigError, match="train.test_at"):
         build_config({}, [*TEXT, "train.test_at=best_val", "data.eval_split=null"])
+
+
+def _sharded_eval(rank: int, world: int, port: int, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from gist_ray.run_data import run_splits, split_metrics
+    from gist_ray.train.evaluate import evaluate_text
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        cfg = build_config({}, [*TEXT, "data.task=similarity"])
+        torch.manual_seed(0)
+        model = build_from_config(cfg, 26)
+        split = run_splits(cfg, ["val"])["val"]
+        ev = evaluate_text(model, split, split_metrics(cfg), 8, torch.device("cpu"), None, rank, world)
+        if rank == 0:
+            torch.save(ev, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_text_evaluation_sharded_over_workers_equals_one_worker(tmp_path) -> None:
+    """Each worker predicts its shard; the gathered logits, in row order, give one worker's metrics exactly (the
+    CE loss pairs every row's logits with its own label)."""
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_sharded_eval, args=(2, port, str(tmp_path / "two.pt")), nprocs=2, join=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_sharded_eval, args=(1, port, str(tmp_path / "one.pt")), nprocs=1, join=True)
+    two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
+    assert set(one) == {"pearson", "spearman", "loss", "score"} and one["score"] == one["pearson"]
+    assert two == pytest.approx(one, abs=1e-6)
