@@ -369,5 +369,11 @@ def check_text_trials(args: list[str], work: Path) -> None:
     assert len(trials) == 2, [t.data.tags for t in trials]  # search.num_samples=2 (tiny_overrides)
     for t in trials:
         assert t.data.tags["modality"] == "text" and "val/score" in t.data.metrics and "test/score" in t.data.metrics
+    if spec.base.data.name == "glue":  # the file's follow-up: its trials as a Table-3-shaped table
+        from gist_ray.report_table3 import report_table3
+
+        (table,) = report_table3(spec.base.tracking.experiment, spec.base.tracking.uri, out_dir=work / "report",
+                                 tuning=True)
+        assert [r["gist_on"] for r in table.rows] == ["off", "on"] and table.rows[1]["delta"] is not None
 
 
