@@ -146,3 +146,17 @@ def test_text_evaluation_sharded_over_workers_equals_one_worker(tmp_path) -> Non
     two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
     assert set(one) == {"pearson", "spearman", "loss", "score"} and one["score"] == one["pearson"]
     assert two == pytest.approx(one, abs=1e-6)
+
+
+def test_both_split_types_offer_the_batch_interface() -> None:
+    import torch
+
+    from gist_ray.run_data import run_splits
+
+    image = run_splits(build_config({}, ["data.n_train=8"]), ["train"])["train"]
+    idx = torch.tensor([3, 0, 5])
+    assert torch.equal(image.inputs(idx)["x"], image.images[idx])
+    text = run_splits(build_config({}, TEXT), ["train"])["train"]
+    batch = text.inputs(idx)
+    assert set(batch) >= {"input_ids", "attention_mask"} and batch["input_ids"].shape[0] == 3
+    assert batch["input_ids"].shape[1] == int(text.lengths()[idx].max())  # padded to the batch's longest row
