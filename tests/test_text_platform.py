@@ -160,3 +160,18 @@ def test_both_split_types_offer_the_batch_interface() -> None:
     batch = text.inputs(idx)
     assert set(batch) >= {"input_ids", "attention_mask"} and batch["input_ids"].shape[0] == 3
     assert batch["input_ids"].shape[1] == int(text.lengths()[idx].max())  # padded to the batch's longest row
+
+
+@pytest.mark.slow
+def test_an_image_run_never_imports_transformers() -> None:
+    """The config, model and loop import gist_ray.text; transformers / peft / datasets load only for text."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import gist_ray.cli, gist_ray.train.loop, gist_ray.run_data, gist_ray.report_table3\n"
+            "from gist_ray.config import build_config; from gist_ray.model import build_from_config\n"
+            "cfg = build_config({}, ['model.backbone=vit_test_tiny', 'model.weights=none'])\n"
+            "build_from_config(cfg, 3)\n"
+            "print(sorted(m for m in ('transformers', 'peft', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
