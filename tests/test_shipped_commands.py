@@ -374,6 +374,6 @@ def check_text_trials(args: list[str], work: Path) -> None:
 
         (table,) = report_table3(spec.base.tracking.experiment, spec.base.tracking.uri, out_dir=work / "report",
                                  tuning=True)
-        assert [r["gist_on"] for r in table.rows] == ["off", "on"] and table.rows[1]["delta"] is not None
+        assert [r["gist"] for r in table.rows] == ["off", "on"] and table.rows[1]["delta"] is not None
 
 
