@@ -170,10 +170,6 @@ class DataConfig:
         if self.name in TEXT_DATASETS:
             check_text_data(self, where)
 
-    @property
-    def modality(self) -> str:
-        return "text" if self.name in TEXT_DATASETS else "image"
-
 
 @dataclass
 class TrainConfig:

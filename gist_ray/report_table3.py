@@ -78,7 +78,7 @@ def table3(records: list[dict[str, Any]], title: str, digits: int = 2) -> Table:
     chosen = choose(records)
     tasks = [t for t in TASK_ORDER if any(k[4] == t for k in chosen)]
     several = len({k[1] for k in chosen}) > 1
-    cols = [("method", "Method"), ("gist_on", "GIST")]
+    cols = [("method", "Method"), ("gist", "GIST")]
     cols += [(f"task_{t}", f"{GLUE_TASKS[t].dir} ({METRIC_LABEL.get(GLUE_TASKS[t].paper_metric, '')})")
              for t in tasks]
     cols += [("mean", "Mean"), ("params_m", "Params (M)"), ("delta", "Δ vs no GIST")]
@@ -87,7 +87,7 @@ def table3(records: list[dict[str, Any]], title: str, digits: int = 2) -> Table:
     rows_by_key: dict[tuple, dict[str, Any]] = {}
     for bb, method, gist in sorted({k[1:4] for k in chosen}):
         cells = {k[4]: c for k, c in chosen.items() if k[1:4] == (bb, method, gist)}
-        row: dict[str, Any] = {"method": method + (f" ({bb})" if several else ""), "gist_on": "on" if gist else "off"}
+        row: dict[str, Any] = {"method": method + (f" ({bb})" if several else ""), "gist": "on" if gist else "off"}
         for t in tasks:
             row[f"task_{t}"] = cells[t]["stat"] if t in cells else None
         if len(cells) == len(tasks):

@@ -336,6 +336,8 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
                     ctx["server"] = server.url
                 argv = substituted(tuple(argv), ctx)
                 expect_output(argv, run_gist_ray(argv, capsys))
+                if argv[1] == "sweep" and kind != "job":
+                    check_text_trials(argv[2:], work)
             took.append(f"{time.monotonic() - t0:6.1f} s  {c}")
     finally:
         if server is not None:
@@ -371,5 +373,11 @@ def check_text_trials(args: list[str], work: Path) -> None:
     assert len(trials) == 2, [t.data.tags for t in trials]  # search.num_samples=2 (tiny_overrides)
     for t in trials:
         assert t.data.tags["modality"] == "text" and "val/score" in t.data.metrics and "test/score" in t.data.metrics
+    if spec.base.data.name == "glue":  # the file's follow-up: its trials as a Table-3-shaped table
+        from gist_ray.report_table3 import report_table3
+
+        (table,) = report_table3(spec.base.tracking.experiment, spec.base.tracking.uri, out_dir=work / "report",
+                                 tuning=True)
+        assert [r["gist"] for r in table.rows] == ["off", "on"] and table.rows[1]["delta"] is not None
 
 

@@ -10,7 +10,8 @@ from gist_ray.sweep.space import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (ROOT / "search_spaces").iterdir() if p.suffix in (".yaml", ".py") and p.name != "__init__.py")
-SCALING = {"scaling_toy.yaml", "scaling_vit.yaml"}  # study files, validated by the scaling tests
+# study files (a `grid:`), validated by the scaling tests and run by test_shipped_commands.py
+SCALING = {p.name for p in SHIPPED if p.suffix == ".yaml" and "grid" in (yaml.safe_load(p.read_text()) or {})}
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.name not in SCALING], ids=lambda p: p.name)

@@ -104,3 +104,77 @@ def test_test_at_best_val_tests_the_best_val_epoch_and_keeps_it_in_checkpoints(t
     assert run.best_epoch == best and run.test()["test/score"] == pytest.approx(final["test/score"])
     with pytest.raises(ConfigError, match="train.test_at"):
         build_config({}, [*TEXT, "train.test_at=best_val", "data.eval_split=null"])
+
+
+def _eval_similarity(rank: int = 0, world: int = 1) -> dict:
+    """The metrics of a fixed random tiny model on the similarity task's val split, this worker's shard."""
+    import torch
+
+    from gist_ray.run_data import run_splits, split_metrics
+    from gist_ray.train.evaluate import evaluate_text
+
+    cfg = build_config({}, [*TEXT, "data.task=similarity"])
+    torch.manual_seed(0)
+    model = build_from_config(cfg, 26)
+    split = run_splits(cfg, ["val"])["val"]
+    return evaluate_text(model, split, split_metrics(cfg), 8, torch.device("cpu"), None, rank, world)
+
+
+def _sharded_eval(rank: int, world: int, port: int, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        ev = _eval_similarity(rank, world)
+        if rank == 0:
+            torch.save(ev, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_text_evaluation_sharded_over_workers_equals_one_worker(tmp_path) -> None:
+    """Each worker predicts its shard; the gathered logits, in row order, give one worker's metrics exactly (the
+    CE loss pairs every row's logits with its own label)."""
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_sharded_eval, args=(2, port, str(tmp_path / "two.pt")), nprocs=2, join=True)
+    two, one = torch.load(tmp_path / "two.pt"), _eval_similarity()
+    assert set(one) == {"pearson", "spearman", "loss", "score"} and one["score"] == one["pearson"]
+    assert two == pytest.approx(one, abs=1e-6)
+
+
+def test_both_split_types_offer_the_batch_interface() -> None:
+    import torch
+
+    from gist_ray.run_data import run_splits
+
+    image = run_splits(build_config({}, ["data.n_train=8"]), ["train"])["train"]
+    idx = torch.tensor([3, 0, 5])
+    assert torch.equal(image.inputs(idx)["x"], image.images[idx])
+    text = run_splits(build_config({}, TEXT), ["train"])["train"]
+    batch = text.inputs(idx)
+    assert set(batch) >= {"input_ids", "attention_mask"} and batch["input_ids"].shape[0] == 3
+    assert batch["input_ids"].shape[1] == int(text.lengths()[idx].max())  # padded to the batch's longest row
+
+
+@pytest.mark.slow
+def test_an_image_run_never_imports_transformers() -> None:
+    """The config, model and loop import gist_ray.text; transformers / peft / datasets load only for text."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import gist_ray.cli, gist_ray.train.loop, gist_ray.run_data, gist_ray.report_table3\n"
+            "from gist_ray.config import build_config; from gist_ray.model import build_from_config\n"
+            "cfg = build_config({}, ['model.backbone=vit_test_tiny', 'model.weights=none'])\n"
+            "build_from_config(cfg, 3)\n"
+            "print(sorted(m for m in ('transformers', 'peft', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -10,7 +10,8 @@ reports ``attempt_test`` there. Runs already in ``--out`` are skipped, so rerunn
 picks, per task, the lambda with the best val score (the paper searches lambda in {0.25, 0.5, 0.75}) and prints
 test scores x100 in Table 3's column order, their mean, trainable parameters and the GIST delta.
 
-This is the phase-1 driver (no Ray, no MLflow); docs/text.md describes how the platform's loop takes it over.
+This is the standalone driver (no Ray, no MLflow); through the platform the same runs are
+``search_spaces/glue_lambda.yaml`` / ``glue_table3.yaml`` and ``gist-ray report EXPERIMENT --table3``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A small, self-contained trainer for the text side (tests, the text quickstart); the platform's Ray / MLflow
 training loop takes text through the same two calls it uses here: ``split.inputs(idx)`` for a batch and
-:func:`gist_ray.losses.gist_objective` on ``model(**inputs)`` (see docs/text.md, "Integration"). AdamW with no
+:func:`gist_ray.losses.gist_objective` on ``model(**inputs)`` (``gist_ray.train.loop``; docs/text.md, "How it works on the platform"). AdamW with no
 decay on biases, norms and the Gist token; linear warmup then linear decay (Hugging Face's default schedule, which
 ATTEMPT's Table 3 runs used); gradient clipping at 1.0.
 """
