@@ -119,11 +119,14 @@ def test_two_workers_train_on_two_different_nodes(killed_run):
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_finishes(killed_run):
     reports, killed = killed_run["reports"], killed_run["killed"]
     epochs = [r["workers"][0]["epoch"] for r in reports]
-    # epoch 3 of the first attempt died with its worker; the restart resumed from the epoch-2 checkpoint,
-    # so every epoch was reported exactly once, in order (not restarted from epoch 1)
+    # the worker was killed after the controller handled epoch 2's report; a worker may be one report ahead of
+    # the controller, so epoch 3 may already have been reported (and checkpointed) by the killed group. Either
+    # way the restart resumed from the last checkpoint: every epoch reported exactly once, in order
     assert epochs == [1, 2, 3, 4]
     rank1_pids = [r["workers"][1]["worker.pid"] for r in reports]
-    assert rank1_pids[:2] == [killed, killed] and killed not in rank1_pids[2:]  # a new worker group went on
+    n_old = rank1_pids.count(killed)
+    assert n_old in (2, 3) and rank1_pids[:n_old] == [killed] * n_old, rank1_pids
+    assert len(set(rank1_pids[n_old:])) == 1 and n_old < len(rank1_pids), rank1_pids  # a new worker group went on
     assert all(r["checkpoint"] for r in reports)
     result = killed_run["result"]
     assert result.error is None and result.metrics["epoch"] == 4 and "test/acc" in result.metrics
