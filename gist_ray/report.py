@@ -143,6 +143,18 @@ class Table:
     def render(self, fmt: str) -> str:
         return {"md": self.to_markdown, "csv": self.to_csv, "tex": self.to_latex}[fmt]()
 
+    def write(self, out_dir: str | Path, name: str, formats: Sequence[str] = ("md", "csv", "tex")) -> list[Path]:
+        """Write ``<out_dir>/<name>.<fmt>`` for each format (Markdown with the title as a heading); returns the paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for fmt in formats:
+            text = self.render(fmt)
+            path = out / f"{name}.{fmt}"
+            path.write_text(f"## {self.title}\n\n{text}" if fmt == "md" else text, encoding="utf-8")
+            paths.append(path)
+        return paths
+
 
 def _scaled(s: Stat, scale: float) -> Stat:
     return Stat(s.mean * scale, s.std * scale, s.n_seeds)
@@ -232,17 +244,10 @@ def write_report(records: Iterable[Record], out_dir: str | Path, formats: Sequen
                  metric: str | None = None, with_plots: bool = False) -> list[Path]:
     """Write ``vtab.<fmt>`` and ``scaling.<fmt>`` (and, with ``plots``, the figures); returns the paths."""
     recs = as_records(records)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, table in (("vtab", vtab_table(recs, metric)), ("scaling", scaling_table(recs, metric))):
-        for fmt in formats:
-            path = out / f"{name}.{fmt}"
-            text = table.render(fmt)
-            path.write_text(f"## {table.title}\n\n{text}" if fmt == "md" else text, encoding="utf-8")
-            paths.append(path)
+    paths = vtab_table(recs, metric).write(out_dir, "vtab", formats)
+    paths += scaling_table(recs, metric).write(out_dir, "scaling", formats)
     if with_plots:
-        paths += plots.plot_all(recs, out, metric=metric)
+        paths += plots.plot_all(recs, Path(out_dir), metric=metric)
     return paths
 
 

@@ -131,12 +131,7 @@ def report_table11(experiment: str, tracking_uri: str = "sqlite:///mlflow.db", m
         kind = "tuning trials (selection scores)" if tuning else "final runs"
         table.title += f" - protocol {protocol}; {metric} of {kind}, mean ± std over seeds"
         if out_dir is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            for fmt in formats:
-                text = table.render(fmt)
-                (out / f"table11_{protocol}.{fmt}").write_text(f"## {table.title}\n\n{text}" if fmt == "md" else text,
-                                                                encoding="utf-8")
+            table.write(out_dir, f"table11_{protocol}", formats)
         print(f"## {table.title}\n\n{table.to_markdown()}")
         tables.append(table)
     print(f"{len(recs)} runs of {experiment}")

@@ -127,12 +127,7 @@ def report_table3(experiment: str, tracking_uri: str = "sqlite:///mlflow.db", me
                  "val/score; mean ± std over seeds")
         table = table3([r for r in recs if r["protocol"] == protocol], title)
         if out_dir is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            for fmt in formats:
-                text = table.render(fmt)
-                (out / f"table3_{protocol}.{fmt}").write_text(f"## {table.title}\n\n{text}" if fmt == "md" else text,
-                                                               encoding="utf-8")
+            table.write(out_dir, f"table3_{protocol}", formats)
         print(f"## {table.title}\n\n{table.to_markdown()}")
         tables.append(table)
     print(f"{len(recs)} runs of {experiment}")
