@@ -1,5 +1,6 @@
 """What the MLflow UI shows: run names, the parameters that apply, dataset inputs, the experiment kind, links, and
-the sweep's comparison plot (real SQLite store, real matplotlib)."""
+the sweep's comparison plot (real SQLite store, real matplotlib). The same, read over a real server's REST API
+after a sweep: tests/test_tracking_server.py."""
 
 from __future__ import annotations
 
@@ -76,60 +77,6 @@ def test_comparison_takes_the_best_per_method_and_gist_setting_and_draws_it(tmp_
     assert best_by_method(pts, maximise=False)["a"] == {True: 0.4, False: 0.5}
     path = plot_comparison(pts, "val/acc", tmp_path / "gist_vs_off.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
-
-
-@pytest.mark.slow
-def test_a_sweep_seen_through_a_real_servers_rest_api(ray_local, tmp_path) -> None:
-    """What the UI loads: a tiny GIST on/off sweep logged to `mlflow server` on loopback, read back over REST."""
-    import json
-    import urllib.request
-
-    import yaml
-
-    from gist_ray.sweep.driver import run_sweep
-    from gist_ray.sweep.space import load_sweep
-    from gist_ray.tracking_server import ServerOptions
-    from mlflow_server import free_port, start_server
-
-    d = tmp_path / "server"
-    d.mkdir()
-    server = start_server(ServerOptions(f"sqlite:///{d}/mlflow.db", str(d / "artifacts"), port=free_port()),
-                          log_file=d / "server.log")
-    try:
-        base = {"model": {"backbone": "vit_test_tiny", "weights": "none"}, "data": {"n_train": 48, "n_val": 16,
-                "n_test": 16}, "train": {"epochs": 2, "batch_size": 16}, "resources": {"use_gpu": False},
-                "output_dir": str(tmp_path / "runs"), "tracking": {"uri": server.url}}
-        doc = {"name": "rest", "base": base, "space": {"gist.enabled": {"choice": [True, False]}},
-               "search": {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none"}}
-        (tmp_path / "rest.yaml").write_text(yaml.safe_dump(doc))
-        run_sweep(load_sweep(tmp_path / "rest.yaml"), verbose=False)
-
-        def rest(path: str, body: dict | None = None):
-            req = urllib.request.Request(server.url + path, data=json.dumps(body).encode() if body else None,
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.read() if "get-artifact" in path else json.loads(r.read())
-
-        exp = rest("/api/2.0/mlflow/experiments/get-by-name?experiment_name=gist-ray")["experiment"]
-        assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == "custom_model_development"
-        runs = rest("/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
-        by_name = {r["info"]["run_name"]: r for r in runs}
-        on, off = "gist_adapter+GIST l=0.75 T=3 | shapes | vit_test_tiny | s0", "gist_adapter | shapes | vit_test_tiny | s0"
-        assert set(by_name) == {"rest", on, off}, sorted(by_name)
-        params = {n: {p["key"] for p in by_name[n]["data"]["params"]} for n in (on, off)}
-        assert "gist.lam" in params[on] and "gist.lam" not in params[off] and "gist.enabled" in params[off]
-        for n in (on, off):
-            inputs = by_name[n]["inputs"]["dataset_inputs"]
-            assert {(i["dataset"]["name"], i["tags"][0]["value"]) for i in inputs} == \
-                {("shapes", "train"), ("shapes", "eval")}  # tuning trials never see the test split
-        parent = by_name["rest"]["info"]["run_id"]
-        note = {t["key"]: t["value"] for t in by_name["rest"]["data"]["tags"]}["mlflow.note.content"]
-        assert f"get-artifact?path=gist_vs_off.png&run_uuid={parent}" in note and on.replace("|", "\\|") in note
-        files = {f["path"] for f in rest(f"/api/2.0/mlflow/artifacts/list?run_id={parent}")["files"]}
-        assert {"gist_vs_off.png", "trials.csv", "trials.md"} <= files
-        assert rest(f"/get-artifact?path=gist_vs_off.png&run_uuid={parent}")[:4] == b"\x89PNG"  # the note's image
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow

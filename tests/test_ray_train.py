@@ -5,8 +5,10 @@ import json
 import pytest
 
 from conftest import TINY_OVERRIDES
-from gist_ray.config import build_config
+from gist_ray import tracking
+from gist_ray.config import build_config, to_dict
 from gist_ray.train.launch import make_trainer
+from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 from gist_ray.train.worker_log import WorkerMetricsLog
 
 pytestmark = pytest.mark.slow
@@ -33,33 +35,45 @@ def test_two_workers_keep_the_gist_token_identical(ray_local, tmp_path):
     assert len(set(norms)) == 3  # the token really trained
 
 
-def test_rerun_with_the_same_name_resumes_at_the_right_epoch(ray_local, tmp_path):
-    common = TINY_OVERRIDES + [f"output_dir={tmp_path}", "name=resume-me", "resources.use_gpu=false"]
-    log = tmp_path / "first.jsonl"
-    make_trainer(build_config({}, common + ["train.epochs=2"]), callbacks=[WorkerMetricsLog(str(log))]).fit()
-    assert [r["workers"][0]["epoch"] for r in read_log(log)] == [1, 2]
-    log2 = tmp_path / "second.jsonl"
-    result = make_trainer(build_config({}, common + ["train.epochs=4"]), callbacks=[WorkerMetricsLog(str(log2))]).fit()
-    assert [r["workers"][0]["epoch"] for r in read_log(log2)] == [3, 4]
+def test_rerun_with_the_same_name_resumes_at_the_right_epoch_into_the_same_mlflow_run(ray_local, tmp_path):
+    """Ray Train with the MLflow callback ``gist-ray train`` gives it: the rerun's workers train epochs 3-4 only
+    (MLflow skips epochs it holds, so only the workers' own reports show a redo) and MLflow holds one run with
+    each epoch once."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = TINY_OVERRIDES + [f"output_dir={tmp_path}", "name=resume-me", "resources.use_gpu=false",
+                               f"tracking.uri={uri}"]
+    for epochs, log, want in ((2, tmp_path / "first.jsonl", [1, 2]), (4, tmp_path / "second.jsonl", [3, 4])):
+        cfg = build_config({}, common + [f"train.epochs={epochs}"])
+        run_id = open_train_run(uri, cfg.tracking.experiment, cfg.name, to_dict(cfg))
+        result = make_trainer(cfg, callbacks=[WorkerMetricsLog(str(log)), MlflowTrainCallback(uri, run_id)]).fit()
+        tracking.client(uri).set_terminated(run_id, "FINISHED")
+        assert [r["workers"][0]["epoch"] for r in read_log(log)] == want
     assert result.metrics["epoch"] == 4 and "test/acc" in result.metrics
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment])
+    assert len(runs) == 1 and runs.iloc[0]["status"] == "FINISHED"  # the rerun reused its run
+    steps = [m.step for m in tracking.client(uri).get_metric_history(run_id, "train/loss")]
+    assert steps == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("backend", ["auto", "train"])
-def test_cli_train_logs_one_mlflow_run_and_resumes_it(ray_local, tmp_path, monkeypatch, capsys, backend):
-    """``auto`` trains one local worker in this process; ``train`` goes through Ray Train. Same records."""
+def test_cli_train_logs_one_mlflow_run_and_resumes_it(ray_local, tmp_path, monkeypatch, capsys):
+    """``gist-ray train`` of a one-worker CPU run trains in this process (Ray Train's path, with the same MLflow
+    callback, is the test above and the README's ``configs/vtab_vit_b.yaml`` command)."""
     import mlflow
 
     from gist_ray.cli import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["train", *TINY_OVERRIDES, "name=cli-run", "resources.use_gpu=false", f"resources.backend={backend}"]
+    args = ["train", *TINY_OVERRIDES, "name=cli-run", "resources.use_gpu=false", "resources.backend=auto"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "result:" in out
-    if backend == "auto":  # one line per epoch, checkpoints under <output_dir>/<name>
-        assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("epoch ")] == ["1/2", "2/2"]
-        assert sorted(p.name for p in (tmp_path / "runs" / "cli-run").glob("checkpoint_*")) == \
-            ["checkpoint_000001", "checkpoint_000002"]
+    # one line per epoch, checkpoints under <output_dir>/<name>
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("epoch ")] == ["1/2", "2/2"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "cli-run").glob("checkpoint_*")) == \
+        ["checkpoint_000001", "checkpoint_000002"]
     assert main(args + ["train.epochs=3"]) == 0
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["gist-ray"])

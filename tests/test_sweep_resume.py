@@ -25,8 +25,7 @@ SWEEP = "chain"
 CHAIN = [
     ("progress:1", "after the first progress line"),
     (f"final:{EPOCHS}", "right after a trial's final report (resumed driver, killed again)"),
-    ("progress:1", "after the first progress line of a resumed driver (third kill in a row)"),
-    ("start", "as a resumed driver starts its first trial"),
+    ("start", "as a resumed driver starts its first trial (third kill in a row)"),
     ("refit:2", "during the VTAB refit, after its epoch 2"),
     (f"final:{EPOCHS}", "during repeat_best, right after a repeat's final report"),
     ("", "the last resume, to the end"),

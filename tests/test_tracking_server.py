@@ -123,7 +123,9 @@ def tags_of(run):
 
 
 @pytest.mark.slow
-def test_a_sweep_logs_every_trial_to_the_server(server, ray_local, tmp_path):
+def test_a_sweep_logs_every_trial_to_the_server_as_the_ui_reads_it(server, ray_local, tmp_path):
+    """A tiny GIST on/off sweep logged to `mlflow server` on loopback, read back over REST as the UI loads it: run
+    names, the parameters that apply, dataset inputs, the experiment kind, the parent's note and its image."""
     from gist_ray.sweep.driver import run_sweep
     from gist_ray.sweep.space import load_sweep
 
@@ -134,29 +136,39 @@ def test_a_sweep_logs_every_trial_to_the_server(server, ray_local, tmp_path):
         base.setdefault(sec, {})[fld] = yaml.safe_load(value)
     base.update(output_dir=str(tmp_path / "runs"), resources={"use_gpu": False},
                 tracking={"uri": server.url, "experiment": "served"})
-    doc = {"name": "served", "base": base, "space": {"gist.lam": {"choice": [0.25, 0.75]}},
+    doc = {"name": "served", "base": base, "space": {"gist.enabled": {"choice": [True, False]}},
            "search": {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none"}}
     (tmp_path / "served.yaml").write_text(yaml.safe_dump(doc))
     result = run_sweep(load_sweep(tmp_path / "served.yaml"), verbose=False)
     assert [r.status for r in result.rows] == ["TERMINATED", "TERMINATED"]
 
-    exp_id = api(server.url, "experiments/get-by-name", {"experiment_name": "served"})["experiment"]["experiment_id"]
-    runs = search_runs(server.url, exp_id)
+    exp = api(server.url, "experiments/get-by-name", {"experiment_name": "served"})["experiment"]
+    assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == "custom_model_development"
+    runs = search_runs(server.url, exp["experiment_id"])
     kinds = sorted(tags_of(r)["gist_ray.kind"] for r in runs)
     assert kinds == ["sweep", "trial", "trial"]
     assert {r["info"]["status"] for r in runs} == {"FINISHED"}
-    parent = next(r for r in runs if tags_of(r)["gist_ray.kind"] == "sweep")["info"]["run_id"]
-    for r in runs:
-        if tags_of(r)["gist_ray.kind"] != "trial":
-            continue
+    by_name = {r["info"]["run_name"]: r for r in runs}
+    on, off = "gist_adapter+GIST l=0.75 T=3 | shapes | vit_test_tiny | s0", "gist_adapter | shapes | vit_test_tiny | s0"
+    assert set(by_name) == {"served", on, off}, sorted(by_name)
+    parent = by_name["served"]["info"]["run_id"]
+    for r in (by_name[on], by_name[off]):
         assert tags_of(r)["mlflow.parentRunId"] == parent
         hist = api(server.url, "metrics/get-history", {"run_id": r["info"]["run_id"], "metric_key": "train/loss"})
         assert sorted(m["step"] for m in hist["metrics"]) == [1, 2]
         assert any(m["key"] == "val/acc" for m in r["data"]["metrics"])
-    # the results table went through the server's artifact proxy into its artifact root
-    files = api(server.url, "artifacts/list", {"run_id": parent}).get("files", [])
-    assert "trials.md" in {f["path"] for f in files}
+        assert {(i["dataset"]["name"], i["tags"][0]["value"]) for i in r["inputs"]["dataset_inputs"]} == \
+            {("shapes", "train"), ("shapes", "eval")}  # tuning trials never see the test split
+    params = {n: {p["key"] for p in by_name[n]["data"]["params"]} for n in (on, off)}
+    assert "gist.lam" in params[on] and "gist.lam" not in params[off] and "gist.enabled" in params[off]
+    note = tags_of(by_name["served"])["mlflow.note.content"]
+    assert f"get-artifact?path=gist_vs_off.png&run_uuid={parent}" in note and on.replace("|", "\\|") in note
+    # the results went through the server's artifact proxy into its artifact root
+    files = {f["path"] for f in api(server.url, "artifacts/list", {"run_id": parent}).get("files", [])}
+    assert {"gist_vs_off.png", "trials.csv", "trials.md"} <= files
     assert list((server.dir / "artifacts").rglob("trials.md"))
+    with urllib.request.urlopen(f"{server.url}/get-artifact?path=gist_vs_off.png&run_uuid={parent}", timeout=60) as r:
+        assert r.read()[:4] == b"\x89PNG"  # the note's image
 
 
 WRITER = r"""
