@@ -202,10 +202,10 @@ def clone(work: Path) -> Path:
 
 # a sweep file the README already ran once runs again (e.g. on the cluster, with a tracking server): one trial, no
 # repeats, as what the second command adds is where it writes, not what it searches
-AGAIN = ["search.num_samples=1", "search.repeat_best=0"]
+AGAIN = ("search.num_samples=1", "search.repeat_best=0")
 
 
-def run_gist_ray(argv: list[str], capsys, extra: list[str] = ()) -> str:
+def run_gist_ray(argv: list[str], capsys, extra: tuple[str, ...] = ()) -> str:
     from gist_ray.cli import main
 
     args = [*argv[1:], *tiny_overrides(argv[1:]), *extra]
@@ -342,7 +342,7 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
                     ctx["server"] = server.url
                 argv = substituted(tuple(argv), ctx)
                 again = argv[1] == "sweep" and argv[2] in swept and "--resume" not in argv
-                expect_output(argv, run_gist_ray(argv, capsys, AGAIN if again else []))
+                expect_output(argv, run_gist_ray(argv, capsys, AGAIN if again else ()))
                 if argv[1] == "sweep":
                     swept.add(argv[2])
                 if argv[1] == "sweep" and kind != "job":
