@@ -80,7 +80,7 @@ def applicable_params(flat: dict[str, Any]) -> dict[str, Any]:
 
 def runs_url(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """A link that opens the experiment's runs table (or one run) in the MLflow UI; for a local store, where
-    ``mlflow ui --backend-store-uri URI`` serves it by default."""
+    ``gist-ray mlflow-server --backend-store-uri URI`` serves it by default."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     page = f"runs/{run_id}" if run_id else "runs"
     return f"{base}/#/experiments/{experiment_id}/{page}?{WORKFLOW}"
@@ -91,7 +91,7 @@ def browse_hint(tracking_uri: str, experiment_id: str, run_id: str | None = None
     url = runs_url(tracking_uri, experiment_id, run_id)
     if tracking_uri.startswith(("http://", "https://")):
         return f"browse: {url}"
-    return f"browse: mlflow ui --backend-store-uri {tracking_uri}  then open {url}"
+    return f"browse: gist-ray mlflow-server --backend-store-uri {tracking_uri}  then open {url}"
 
 
 # ----------------------------------------------------------------------------- datasets

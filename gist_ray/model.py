@@ -37,8 +37,22 @@ def build_model(
 ) -> GistModel:
     """Frozen backbone -> method applied in place -> Gist wrapper -> objective attached as ``model.objective``.
     Only method, token, head and the objective's own modules (if any) train."""
-    gist = gist or GistConfig()
     vit = create_backbone(backbone, num_classes, weights=resolve_weights(backbone, weights), drop_path=drop_path)
+    return attach(vit, num_classes, method, method_options, gist, objective, objective_options)
+
+
+def attach(
+    vit: nn.Module,
+    num_classes: int,
+    method: str = "linear",
+    method_options: dict | None = None,
+    gist: GistConfig | None = None,
+    objective: str = "gist",
+    objective_options: dict | None = None,
+) -> GistModel:
+    """The second half of :func:`build_model` on a backbone already made: method applied in place on ``vit``, the
+    Gist wrapper, the objective."""
+    gist = gist or GistConfig()
     apply_method(vit, method, method_options)
     token = gist.enabled and uses_gist_token(objective)  # only the gist objective has a Gist token
     model = GistModel(vit, token, gist.length, gist.init_range, gist.dropout)

@@ -14,8 +14,9 @@ How each kind runs here (2 CPU cores, no GPU, no network, no cluster):
   present) whose ``gist-ray`` appends the tiny overrides: a separate process, whose console is checked for noise.
 - other ``make`` targets (install, test) are dry-run (``make -n``) with a venv not yet made: they must create it,
   pip-install gist-ray and (test) run pytest on tests/; not run: installing is the CI's job, and test is this suite.
-- ``mlflow ui ...`` starts on a free loopback port against the store the quickstart wrote; its REST API must
-  list the sweep's runs.
+- ``gist-ray mlflow-server ...`` starts (a separate process, as the user's terminal holds it) on a free loopback
+  port against the store the quickstart wrote; its REST API must list the sweep's runs, and it must run as two
+  processes (server and one worker for SQLite; no MLflow job runners).
 - ``ray job submit ... -- CMD``: CMD runs as above, with ``tracking.uri`` a real MLflow server on loopback.
 - ``ray up`` / ``ray down cluster.yaml`` and the ``ssh -L`` tunnel need AWS: cluster.yaml must load and bind the
   tunnelled ports (8265, 5000) to 127.0.0.1 (test_cluster_yaml.py validates it against Ray's schema).
@@ -86,12 +87,12 @@ def test_every_shipped_file_states_a_command_and_every_command_has_a_runner() ->
 def runner_of(c: Command) -> str | None:
     """Which runner below takes the command (None: no runner, the test above fails)."""
     head = Path(c.argv[0]).name
+    if head == "gist-ray" and c.argv[1] == "mlflow-server":
+        return "server"
     if head == "gist-ray":
         return "gist-ray"
     if head == "make" and len(c.argv) == 2 and f"\n{c.argv[1]}:" in (ROOT / "Makefile").read_text():
         return "make"
-    if head == "mlflow" and c.argv[1] == "ui":
-        return "mlflow-ui"
     if head == "ray" and c.argv[1] in ("up", "down") or head == "ssh":
         return "cluster"
     if head == "ray" and c.argv[1:3] == ("job", "submit") and "--" in c.argv:
@@ -272,18 +273,25 @@ def rest(url: str, path: str, body: dict | None = None) -> dict:
         return json.loads(r.read())
 
 
-def run_mlflow_ui(c: Command, work: Path) -> list[str]:
-    """Start the UI as the README says (on a free loopback port); return the run names its REST API lists."""
+def run_server_command(c: Command, work: Path) -> list[str]:
+    """Start ``gist-ray mlflow-server ...`` as the README says (on a free loopback port) in its own session; check
+    it runs as two processes; return the run names its REST API lists."""
     port = free_port()
-    argv = [str(VENV_BIN / "mlflow"), *c.argv[1:], "--host", "127.0.0.1", "--port", str(port)]
-    log = open(work / "mlflow-ui.log", "wb")
-    proc = subprocess.Popen(argv, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)  # the user's environment: gist-ray's default applies
+    argv = [sys.executable, "-m", "gist_ray.cli", *c.argv[1:], "--port", str(port)]
+    log = open(work / "mlflow-server.log", "wb")
+    proc = subprocess.Popen(argv, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while not healthy(url):
-            assert proc.poll() is None and time.monotonic() < deadline, (work / "mlflow-ui.log").read_text()[-3000:]
+            assert proc.poll() is None and time.monotonic() < deadline, (work / "mlflow-server.log").read_text()[-3000:]
             time.sleep(0.5)
+        session = subprocess.run(["ps", "-o", "pid=,args=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+        python = [ln for ln in session.splitlines() if "python" in ln]
+        # gist-ray's command, mlflow server, one uvicorn worker: no huey job consumers
+        assert len(python) == 3 and "huey" not in session, session
         exp = rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=gist-ray")["experiment"]
         runs = rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
                                                          "max_results": 1000}).get("runs", [])
@@ -327,8 +335,8 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
             kind = runner_of(c)
             if kind == "make":
                 run_make(c, work)
-            elif kind == "mlflow-ui":
-                names = run_mlflow_ui(c, work)
+            elif kind == "server":
+                names = run_server_command(c, work)
                 assert any(n.startswith("quickstart") for n in names), names
             elif kind == "cluster":
                 check_cluster_command(c)

@@ -74,6 +74,14 @@ def test_loopback_and_explicit_opt_outs_build_the_expected_command():
             cmd_of(backend_store_uri=bad)
 
 
+def test_mlflow_job_runners_are_off_unless_the_user_turns_them_on(no_process, tmp_path, monkeypatch):
+    opts = ts.ServerOptions(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "a"), port=free_port())
+    monkeypatch.delenv(ts.JOBS_ENV, raising=False)
+    assert ts.prepare(opts)[1][ts.JOBS_ENV] == "false"  # no huey consumers: 2 server processes, not 10
+    monkeypatch.setenv(ts.JOBS_ENV, "true")
+    assert ts.prepare(opts)[1][ts.JOBS_ENV] == "true"
+
+
 def test_insecure_public_bind_warns_loudly(no_process, tmp_path, capsys):
     cmd, _ = ts.prepare(ts.ServerOptions(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "a"), host="0.0.0.0",
                                          port=free_port(), allow_insecure_public=True))
