@@ -22,6 +22,7 @@ import os
 import time
 from typing import Any
 
+from gist_ray.mlflow_store import seed_sqlite_store
 from gist_ray.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 from gist_ray.text.config_check import modality_of
 
@@ -54,6 +55,7 @@ def client(uri: str):
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run ... at" per closed run
+    seed_sqlite_store(uri)  # a new local SQLite store: a copy of a migrated empty one (gist_ray.mlflow_store)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
