@@ -9,13 +9,17 @@
    share of wall time x concurrency spent inside training epochs, and the fixed overhead per trial.
 4. ``tune_floor``: the same number of trivial Ray Tune function trials with the same concurrency and epochs (each
    "epoch" a report and nothing else): Ray Tune's own per-trial floor.
+5. ``store``: a new local SQLite MLflow store as MLflow makes it (its migrations) and as gist-ray makes it (a copy
+   of the cached empty one, ``gist_ray/mlflow_store.py``), three of each in one process after its imports.
+6. ``server``: the MLflow UI on an existing store, ``mlflow ui`` against ``gist-ray mlflow-server`` (one worker for
+   SQLite, MLflow's job runner off): seconds until ``/health`` answers and the processes it runs.
 
 Every command runs with ``GIST_RAY_TIMINGS`` set, so the script also prints where the fixed seconds go (process start
 and imports, preflight, pretraining, Ray start, Train controller and workers, data, model build and weights, epochs,
 the test pass, reporting and MLflow, shutdown). Absolute times are noisy on a shared machine: read the ratios, all
 measured in this one run, and the load printed with them.
 
-    python bench/fixed_costs.py                    # all four (about 4 minutes on 2 idle CPU cores)
+    python bench/fixed_costs.py                    # all six (about 5 minutes on 2 idle CPU cores)
     python bench/fixed_costs.py --only train,floor --trials 4
 """
 
@@ -24,10 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,6 +49,21 @@ from gist_ray.config import load_config
 from gist_ray.train.loop import GistRun, LocalReporter
 cfg = load_config(sys.argv[1], sys.argv[3:])
 GistRun(cfg, LocalReporter(sys.argv[2])).fit()
+"""
+
+STORE = r"""
+import sys, time
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+from gist_ray import mlflow_store, tracking
+work = Path(sys.argv[1])
+mlflow_store.seed_sqlite_store(f"sqlite:///{work}/warm.db")  # the cached empty store exists (made once per machine)
+for label, make in (("mlflow", lambda uri: MlflowClient(uri).search_experiments()),
+                    ("gist-ray", lambda uri: tracking.client(uri).search_experiments())):
+    for i in range(3):
+        t = time.perf_counter()
+        make(f"sqlite:///{work}/{label}-{i}.db")
+        print(f"STORE {label} {time.perf_counter() - t:.3f}")
 """
 
 TUNE_FLOOR = r"""
@@ -62,7 +85,7 @@ print(f"TUNE_FIT_S {time.time() - t0:.3f}")
 
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="train,floor,sweep,tune_floor", help="comma-separated parts to run")
+    ap.add_argument("--only", default="train,floor,sweep,tune_floor,store,server", help="comma-separated parts to run")
     ap.add_argument("--trials", type=int, default=10, help="sweep trials (the quickstart's 10)")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every run")
@@ -104,6 +127,36 @@ def show(title: str, wall: float, parts: dict[str, float]) -> None:
     for k, v in sorted(parts.items(), key=lambda kv: -kv[1]):
         if v >= 0.05:
             print(f"  {k:34s} {v:7.2f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def time_to_health(cmd: list[str], port: int, env: dict, cwd: Path) -> tuple[float, int]:
+    """(seconds until ``/health`` answers, processes in the server's session then) for a server started fresh."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited ({proc.returncode}): {' '.join(cmd)}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        took = time.time() - start
+        time.sleep(3)  # processes started right after the first answer (MLflow's job runners) count too
+        ps = subprocess.run(["ps", "-o", "pid=", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+        return took, len(ps.split())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
 
 
 def epoch_times(recs: list[dict]) -> list[float]:
@@ -170,6 +223,28 @@ def main(argv=None) -> None:
         print(f"\nRay Tune floor: {args.trials} trivial trials x 8 reports, {args.concurrency} at a time: {wall:.1f} s "
               f"wall, Tuner.fit {fit:.1f} s; per trial {wall * args.concurrency / args.trials:.2f} s of wall x "
               f"concurrency ({fit * args.concurrency / args.trials:.2f} s inside fit)")
+
+    if "store" in only:
+        _, _, out = timed([PY, "-c", STORE, str(work)], base_env, work)
+        made = defaultdict(list)
+        for ln in out.splitlines():
+            if ln.startswith("STORE "):
+                made[ln.split()[1]].append(float(ln.split()[2]))
+        res.update(store_mlflow=statistics.median(made["mlflow"]), store_gist_ray=statistics.median(made["gist-ray"]))
+        print(f"\na new SQLite MLflow store (median of 3, imports done): MLflow's migrations {res['store_mlflow']:.2f} s, "
+              f"gist-ray's copy of the cached empty store {res['store_gist_ray']:.3f} s")
+    if "server" in only:
+        env = {**base_env}
+        env.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)
+        store = f"sqlite:///{work}/mlflow.db"
+        for label, cmd in (("mlflow ui", [str(Path(PY).parent / "mlflow"), "ui", "--backend-store-uri", store]),
+                           ("gist-ray mlflow-server", [PY, "-m", "gist_ray.cli", "mlflow-server",
+                                                       "--backend-store-uri", store, "--artifact-root",
+                                                       str(work / "mlartifacts")])):
+            port = free_port()
+            took, procs = time_to_health([*cmd, "--port", str(port)], port, env, work)
+            res[f"server_{label}"] = took
+            print(f"\n{label}: /health answered after {took:.1f} s; {procs} processes in its session")
 
     print("\nratios (targets from issue 14)")
     if "train_in-process_1" in res and "floor" in res:

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 from safetensors.torch import save_file
-from timm.models.vision_transformer import VisionTransformer
 
 from gist_ray.backbones import SYNTH_MEAN_STD, TINY, resolve_name
 from gist_ray.cache import backbones_dir
@@ -95,6 +94,10 @@ def pretrain(name: str, n_images: int = SOURCE_IMAGES, epochs: int = SOURCE_EPOC
              on_step: Callable[[float], None] | None = None) -> dict:
     """Train backbone ``name`` on the source task; return its state dict without the head. ``on_step(loss)`` is
     called after every optimiser step (a progress bar)."""
+    # timm (3.3 s to import here, through torchvision and torch._dynamo) only when a backbone is pretrained: a
+    # sweep or study driver that finds its weights in the cache never builds a model
+    from timm.models.vision_transformer import VisionTransformer
+
     spec = TINY[name]
     torch.manual_seed(seed)
     model = VisionTransformer(num_classes=sum(SOURCE_HEADS), **spec.kwargs())
