@@ -68,7 +68,23 @@ def readme() -> list[Command]:
 def header_only() -> list[Command]:
     """Header commands the README does not already run."""
     seen = {c.argv for c in readme()}
-    return [c for f in shipped_files() for c in header_commands(f) if c.argv not in seen]
+    return [c for f in shipped_files() for c in header_commands(f) if c.argv not in seen and not restated(c)]
+
+
+def restated(c: Command) -> bool:
+    """The README sweeps the same file, and what this header command adds to the README's arguments only restates
+    the file's own values (``broad.yaml``'s ``data.task=dtd``): running it again would run the same sweep."""
+    from gist_ray.sweep.space import load_sweep
+
+    if c.argv[:2] != ("gist-ray", "sweep"):
+        return False
+    for r in readme():
+        if r.argv[:3] == c.argv[:3]:
+            extra = [a for a in c.argv[3:] if a not in r.argv]
+            overrides_only = all("=" in a and not a.startswith("-") for a in extra)
+            if overrides_only and load_sweep(ROOT / c.argv[2], extra) == load_sweep(ROOT / c.argv[2], []):
+                return True
+    return False
 
 
 # ----------------------------------------------------------------------------- parsing (fast)
