@@ -311,6 +311,13 @@ def run_server_command(c: Command, work: Path) -> list[str]:
         exp = rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=gist-ray")["experiment"]
         runs = rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
                                                          "max_results": 1000}).get("runs", [])
+        # the sweep's artifacts, in the local store's folder, come through the server as the UI fetches them
+        parent = next(r["info"]["run_id"] for r in runs if {"key": "gist_ray.kind", "value": "sweep"} in
+                      r["data"].get("tags", []))
+        listed = rest(url, f"/ajax-api/2.0/mlflow/artifacts/list?run_uuid={parent}")["files"]
+        assert {"trials.md", "best_config.json"} <= {f["path"] for f in listed}, listed
+        with urllib.request.urlopen(f"{url}/get-artifact?path=best_config.json&run_uuid={parent}", timeout=30) as r:
+            assert "method" in json.loads(r.read())
         return [r["info"]["run_name"] for r in runs]
     finally:
         os.killpg(proc.pid, 15)
