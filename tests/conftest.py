@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,23 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def builds(monkeypatch) -> Counter:
+    """Every validated Config built in this process (``Config.check`` runs once per build), by content: the sweep
+    and study drivers pass Config objects and derive each trial's or cell's config once (issue 12)."""
+    from gist_ray.config import Config, to_dict
+
+    seen: Counter = Counter()
+    check = Config.check
+
+    def counting(self, where):
+        check(self, where)
+        seen[json.dumps(to_dict(self), sort_keys=True, default=str)] += 1
+
+    monkeypatch.setattr(Config, "check", counting)
+    return seen
 
 
 def pytest_collection_modifyitems(config, items):

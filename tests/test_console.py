@@ -86,16 +86,27 @@ def test_start_sends_library_logs_to_the_file_and_stop_restores_the_loggers(tmp_
 
 
 @pytest.mark.slow
-def test_vtab_protocol_sweep_prints_one_line_per_trial_and_no_ray_internals(tmp_path) -> None:
-    """paper_vtab.yaml (its eval_every 10, grid sampler, protocol vtab with its refit) on a tiny VTAB tree."""
+def test_vtab_protocol_sweep_prints_one_line_per_trial_a_failed_trials_traceback_and_no_ray_internals(tmp_path) -> None:
+    """paper_vtab.yaml (its eval_every 10, grid sampler, protocol vtab with its refit) on a tiny VTAB tree, its lambda
+    grid replaced by two learning rates, one of which diverges: the good trial wins and is refit, the failed one's
+    traceback is printed in full and its reason is in the table; nothing else but gist-ray's lines."""
     make_vtab_tree(tmp_path / "vtab", "dtd", n_classes=4, sizes={"train800": 8, "val200": 4, "test": 4})
-    p = cli(["sweep", str(ROOT / "search_spaces/paper_vtab.yaml"), f"data.root={tmp_path}/vtab", "data.task=dtd",
-             *TINY, "train.epochs=11", "train.warmup_epochs=1", "train.cooldown_epochs=1",
-             "search.num_samples=2", "search.max_concurrent_trials=2"], tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    doc = yaml.safe_load((ROOT / "search_spaces/paper_vtab.yaml").read_text())
+    doc.pop("per_task")  # its dtd learning rate would be a third, first trial
+    doc["space"] = {"train.lr": {"choice": [3.0e-3, 1.0e30]}}
+    (tmp_path / "fails.yaml").write_text(yaml.safe_dump(doc))
+    p = cli(["sweep", "fails.yaml", f"data.root={tmp_path}/vtab", "data.task=dtd", *TINY, "train.epochs=11",
+             "train.warmup_epochs=1", "train.cooldown_epochs=1", "search.num_samples=2",
+             "search.max_concurrent_trials=2"], tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]  # the good trial wins; the sweep goes on
+    assert "Traceback (most recent call last)" in p.stderr, p.stderr[-3000:]
+    assert "FloatingPointError: training loss became nan" in p.stderr
+    assert 'gist_ray/train/loop.py", line' in p.stderr  # the trial's own frames, not only Ray's
+    assert "ERROR" in p.stdout and "training loss became nan" in p.stdout  # and in the table, with the reason
     assert_quiet(p.stdout, p.stderr)
     trial_lines = [ln for ln in p.stdout.splitlines() if ln.startswith("[sweep")]
-    assert len(trial_lines) == 2 and trial_lines[-1].split("]")[1].strip().startswith("2/2 finished"), p.stdout
+    assert len(trial_lines) == 2 and trial_lines[-1].split("]")[1].strip().startswith("2/2 finished (1 errored)"), \
+        p.stdout
     assert "refit of the best configuration" in p.stdout
     logs = list((tmp_path / "runs" / "logs").glob("paper-vtab-*.log"))
     assert len(logs) == 1 and "Started a local Ray instance" in logs[0].read_text()  # Ray's own INFO log
@@ -119,19 +130,3 @@ def test_verbose_shows_the_library_logs(tmp_path) -> None:
     assert "epoch 1/1" in quiet.stdout and "result: epoch=1" in quiet.stdout
     assert "INFO mlflow" in loud.stderr and "Updating database tables" in loud.stderr, loud.stderr
     assert "Updating database tables" not in quiet.stdout + quiet.stderr
-
-
-@pytest.mark.slow
-def test_a_failing_trial_shows_its_traceback(tmp_path) -> None:
-    sweep = {"name": "fails", "base": {"model": {"backbone": "vit_test_tiny", "weights": "none"},
-                                       "data": {"n_train": 32, "n_val": 16, "n_test": 16},
-                                       "train": {"epochs": 2, "batch_size": 16}, "resources": {"use_gpu": False}},
-             "search": {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none"},
-             "space": {"train.lr": {"choice": [3.0e-3, 1.0e30]}}}
-    (tmp_path / "fails.yaml").write_text(yaml.safe_dump(sweep))
-    p = cli(["sweep", "fails.yaml"], tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]  # the good trial wins; the sweep goes on
-    assert "Traceback (most recent call last)" in p.stderr, p.stderr[-3000:]
-    assert "FloatingPointError: training loss became nan" in p.stderr
-    assert 'gist_ray/train/loop.py", line' in p.stderr  # the trial's own frames, not only Ray's
-    assert "ERROR" in p.stdout and "training loss became nan" in p.stdout  # and in the table, with the reason

@@ -242,12 +242,14 @@ def test_analysis_recovers_exponent_and_gain_and_writes_everything(tmp_path) -> 
 
 
 @pytest.mark.slow
-def test_study_runs_then_a_rerun_runs_nothing(ray_local, tmp_path, monkeypatch) -> None:
+def test_study_runs_then_a_rerun_runs_nothing(ray_local, tmp_path, monkeypatch, builds) -> None:
     import mlflow
 
     monkeypatch.chdir(tmp_path)
     p = study_file(tmp_path)
     first = run_study(p, verbose=False)
+    # the first run built (validated) each cell's config once (issue 12); the reruns below load the study again
+    assert builds and max(builds.values()) == 1, [n for n in builds.values() if n > 1]
     assert (first.cells, first.skipped, first.ran, first.done, first.sweep) == (4, 0, 4, 4, "toy-1")
     assert first.complete and not first.errors
     assert {r["gist"] for r in first.records} == {True, False} and len(first.records) == 4

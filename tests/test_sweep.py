@@ -104,12 +104,14 @@ def test_multi_objective_sweep_writes_and_logs_the_pareto_front(ray_local, tmp_p
     assert arts == {"pareto/pareto.csv", "pareto/pareto.png"}
 
 
-def test_vtab_protocol_never_shows_test_to_the_tuner_and_refits_once(ray_local, tmp_path):
-    p = sweep_file(tmp_path, "proto", {"gist.lam": {"choice": [0.25, 0.75]}},
-                   {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none"},
+def test_vtab_protocol_never_shows_test_to_the_tuner_refits_once_and_builds_each_config_once(ray_local, tmp_path,
+                                                                                               builds):
+    p = sweep_file(tmp_path, "proto", {"gist.lam": {"choice": [0.25, 0.75]}, "train.lr": {"choice": [1e-3, 3e-3]}},
+                   {"num_samples": 3, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none"},
                    protocol="vtab")
     spec = load_sweep(p)
     result = run_sweep(spec, verbose=False)
+    assert len(result.rows) == 3  # three trials, then the refit of the best
     for row in result.rows:  # everything the tuner saw
         assert not [k for k in row.metrics if k.startswith("test/")], row.metrics
     assert "test/acc" in result.refit and 0.0 <= result.refit["test/acc"] <= 1.0
@@ -117,7 +119,9 @@ def test_vtab_protocol_never_shows_test_to_the_tuner_and_refits_once(ray_local, 
     refit = df[df["tags.gist_ray.kind_phase"] == "refit"]
     assert len(refit) == 1 and refit["params.data.train_split"].iloc[0] == "trainval"
     trials = df[df["tags.gist_ray.kind"] == "trial"]
-    assert trials["metrics.test/acc"].isna().all()
+    assert len(trials) == 3 and trials["metrics.test/acc"].isna().all()
+    # the driver built (validated) each run config once: the sweep's base, each trial's, the refit's
+    assert builds and max(builds.values()) == 1, [n for n in builds.values() if n > 1]
 
 
 def test_every_registered_method_runs_inside_a_sweep(ray_local, tmp_path, capsys):
