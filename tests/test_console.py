@@ -21,13 +21,29 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.backbone=vit_test_tiny", "model.weights=none", "resources.use_gpu=false", "train.batch_size=8"]
 
 
-def cli(args: list[str], cwd: Path, timeout: int = 400, **extra_env: str) -> subprocess.CompletedProcess:
-    """``gist-ray ARGS`` in a fresh process, as a user runs it (the test session's Ray settings removed)."""
+def start_cli(args: list[str], cwd: Path, **extra_env: str) -> subprocess.Popen:
+    """``gist-ray ARGS`` started in a fresh process, as a user runs it (the test session's Ray settings removed)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra_env}
     for var in ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "RAY_DEDUP_LOGS"):
         env.pop(var, None)
-    return subprocess.run([sys.executable, "-m", "gist_ray.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.Popen([sys.executable, "-m", "gist_ray.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen, timeout: int = 400) -> subprocess.CompletedProcess:
+    """Wait for ``proc`` (killed if it outlives ``timeout``) and return what it printed."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def cli(args: list[str], cwd: Path, timeout: int = 400, **extra_env: str) -> subprocess.CompletedProcess:
+    """``gist-ray ARGS`` in a fresh process, run to its end."""
+    return finished(start_cli(args, cwd, **extra_env), timeout)
 
 
 # ----------------------------------------------------------------------------- fast
@@ -123,8 +139,10 @@ def test_verbose_shows_the_library_logs(tmp_path) -> None:
     (tmp_path / "loud").mkdir()
     # the MLflow store made by MLflow itself (no cached empty store): its migrations log at INFO, a library log
     # that every run of these two prints
-    quiet = cli(args, tmp_path / "quiet", GIST_RAY_CACHE="off")
-    loud = cli([*args, "--verbose"], tmp_path / "loud", GIST_RAY_CACHE="off")
+    # the two runs side by side (own folders and stores; no Ray): each is mostly one core's imports
+    runs = [start_cli(args, tmp_path / "quiet", GIST_RAY_CACHE="off"),
+            start_cli([*args, "--verbose"], tmp_path / "loud", GIST_RAY_CACHE="off")]
+    quiet, loud = (finished(p) for p in runs)
     assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
     assert_quiet(quiet.stdout, quiet.stderr)
     assert "epoch 1/1" in quiet.stdout and "result: epoch=1" in quiet.stdout
