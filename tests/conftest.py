@@ -1,4 +1,4 @@
-"""Shared fixtures: a private cache dir, tiny configs, and one local Ray instance for the slow tests."""
+"""Shared fixtures: a private cache dir, tiny configs, one local Ray instance for the slow tests and one MLflow server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from gist_ray.tracking_server import ServerOptions
+from mlflow_server import BackgroundServer, free_port, launch_server
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,6 +46,21 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> BackgroundServer:
+    """One real ``mlflow server`` on loopback (SQLite, proxied artifacts in ``.dir``) shared by the tests that log
+    through a server (test_tracking_server.py, the README's cluster command): each start costs ~10 s. Returned
+    while it starts (a test may ask for it early and do other work meanwhile): call ``.ready()`` before using it.
+    Every user writes to an experiment of its own."""
+    d = tmp_path_factory.mktemp("mlflow-server")
+    srv = launch_server(ServerOptions(f"sqlite:///{d}/mlflow.db", str(d / "artifacts"), port=free_port()),
+                        log_file=d / "server.log")
+    srv.dir = d
+    yield srv
+    assert srv.running(), srv.log_tail()  # it survived everything the tests threw at it
+    srv.stop()
 
 
 @pytest.fixture

@@ -42,6 +42,18 @@ class BackgroundServer:
         text = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
         return "\n".join(text.splitlines()[-n:])
 
+    def ready(self, wait_s: float = 120.0) -> "BackgroundServer":
+        """Wait until ``/health`` answers; raise with the server's log if it exits or takes longer."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise RuntimeError(f"mlflow server exited with code {self.process.returncode}:\n{self.log_tail()}")
+            if healthy(self.url):
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"mlflow server did not answer {self.url}/health within {wait_s:.0f} s:\n{self.log_tail()}")
+
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -52,19 +64,15 @@ class BackgroundServer:
                 self.process.wait(timeout)
 
 
-def start_server(opts: ServerOptions, log_file: Path, wait_s: float = 120.0) -> BackgroundServer:
-    """Start the server in its own process group; return once ``/health`` answers (or raise with its log)."""
+def launch_server(opts: ServerOptions, log_file: Path) -> BackgroundServer:
+    """Start the server in its own process group and return at once (:meth:`BackgroundServer.ready` waits)."""
     cmd, env = prepare(opts)
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **env, "PYTEST_CURRENT_TEST": ""})
-    server = BackgroundServer(proc, url_for(opts.host, opts.port), Path(log_file))
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if not server.running():
-            raise RuntimeError(f"mlflow server exited with code {proc.returncode}:\n{server.log_tail()}")
-        if healthy(server.url):
-            return server
-        time.sleep(0.5)
-    server.stop()
-    raise TimeoutError(f"mlflow server did not answer {server.url}/health within {wait_s:.0f} s:\n{server.log_tail()}")
+    return BackgroundServer(proc, url_for(opts.host, opts.port), Path(log_file))
+
+
+def start_server(opts: ServerOptions, log_file: Path, wait_s: float = 120.0) -> BackgroundServer:
+    """Start the server in its own process group; return once ``/health`` answers (or raise with its log)."""
+    return launch_server(opts, log_file).ready(wait_s)

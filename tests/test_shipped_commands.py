@@ -17,7 +17,8 @@ How each kind runs here (2 CPU cores, no GPU, no network, no cluster):
 - ``gist-ray mlflow-server ...`` starts (a separate process, as the user's terminal holds it) on a free loopback
   port against the store the quickstart wrote; its REST API must list the sweep's runs, and it must run as two
   processes (server and one worker for SQLite; no MLflow job runners).
-- ``ray job submit ... -- CMD``: CMD runs as above, with ``tracking.uri`` a real MLflow server on loopback.
+- ``ray job submit ... -- CMD``: CMD runs as above, with ``tracking.uri`` a real MLflow server on loopback (the
+  session's, ``mlflow_server`` in conftest.py), which must then list the sweep's runs.
 - ``ray up`` / ``ray down cluster.yaml`` and the ``ssh -L`` tunnel need AWS: cluster.yaml must load and bind the
   tunnelled ports (8265, 5000) to 127.0.0.1 (test_cluster_yaml.py validates it against Ray's schema).
 
@@ -42,7 +43,7 @@ import yaml
 
 from data_fixtures import make_vtab_tree
 from text_fixtures import write_glue_tsv
-from mlflow_server import free_port, healthy, start_server
+from mlflow_server import free_port, healthy
 from shipped_commands import ROOT, Command, header_commands, option, readme_commands, shipped_files
 from console_checks import assert_quiet
 
@@ -325,6 +326,20 @@ def run_server_command(c: Command, work: Path) -> list[str]:
         log.close()
 
 
+def check_served_sweep(url: str, argv: list[str]) -> None:
+    """The cluster command's sweep logged through the tracking server: its parent and trial runs, FINISHED."""
+    from gist_ray.sweep.space import load_sweep
+
+    spec = load_sweep(argv[2], [a for a in argv[3:] if "=" in a and not a.startswith("-")])
+    exp = rest(url, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={spec.base.tracking.experiment}")
+    runs = rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment"]["experiment_id"]],
+                                                     "max_results": 1000}).get("runs", [])
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    kinds = sorted(t.get("gist_ray.kind", "") for t in tags if t.get("gist_ray.sweep") == spec.name)
+    assert kinds.count("sweep") == 1 and kinds.count("trial") >= 1, kinds
+    assert {r["info"]["status"] for r in runs} == {"FINISHED"}, [r["info"]["status"] for r in runs]
+
+
 def check_cluster_command(c: Command) -> None:
     cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     assert cluster["cluster_name"] and cluster["available_node_types"]
@@ -342,14 +357,13 @@ def check_cluster_command(c: Command) -> None:
 
 
 @pytest.mark.slow
-def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab_root, glue_root) -> None:
+def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab_root, glue_root, request) -> None:
     """The README top to bottom in one folder (the quickstart sweep, then --resume, the UI on its store, ...)."""
-    from gist_ray.tracking_server import ServerOptions
-
     work = clone(tmp_path / "clone")
     monkeypatch.chdir(work)
-    server = None
     ctx = {"vtab": str(vtab_root), "glue": str(glue_root), "work": str(work), "server": ""}
+    served = [c for c in readme() if runner_of(c) == "job" and any("http://127.0.0.1:5000" in a for a in c.argv)]
+    server = request.getfixturevalue("mlflow_server") if served else None  # starts while the commands before run
     took = []
     swept: set[str] = set()  # sweep files run so far
     try:
@@ -365,12 +379,8 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
                 check_cluster_command(c)
             else:
                 argv = list(c.argv[c.argv.index("--") + 1:]) if kind == "job" else list(c.argv)
-                if any("http://127.0.0.1:5000" in a for a in argv) and server is None:
-                    d = tmp_path / "server"
-                    d.mkdir()
-                    server = start_server(ServerOptions(f"sqlite:///{d}/mlflow.db", str(d / "artifacts"),
-                                                        port=free_port()), log_file=d / "server.log")
-                    ctx["server"] = server.url
+                if any("http://127.0.0.1:5000" in a for a in argv):  # the head's server: the session's
+                    ctx["server"] = server.ready().url
                 argv = substituted(tuple(argv), ctx)
                 again = argv[1] == "sweep" and argv[2] in swept and "--resume" not in argv
                 expect_output(argv, run_gist_ray(argv, capsys, AGAIN if again else ()))
@@ -378,10 +388,10 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
                     swept.add(argv[2])
                 if argv[1] == "sweep" and kind != "job":
                     check_text_trials(argv[2:], work)
+                if kind == "job":
+                    check_served_sweep(ctx["server"], argv)
             took.append(f"{time.monotonic() - t0:6.1f} s  {c}")
     finally:
-        if server is not None:
-            server.stop()
         with capsys.disabled():
             print("\n" + "\n".join(took))
 

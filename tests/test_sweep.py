@@ -37,37 +37,6 @@ def runs(tmp_path):
     return mlflow.search_runs(experiment_names=["tests"])
 
 
-def test_two_trial_sweep_writes_one_mlflow_run_per_trial(ray_local, tmp_path):
-    p = sweep_file(tmp_path, "two", {"gist.enabled": {"choice": [True, False]}, "gist.lam": {"choice": [0.25, 0.75]}},
-                   {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "tpe", "scheduler": "asha",
-                    "initial_points": [{"gist.enabled": True, "gist.lam": 0.25}, {"gist.enabled": False, "gist.lam": 0.75}]})
-    # a trial run left by a killed driver whose trial Tune never saved: retired (soft-deleted) at the sweep's end
-    from gist_ray import tracking
-
-    c = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
-    orphan = c.create_run(tracking.experiment_id(c, "tests"), tags={tracking.SWEEP_TAG: "two", tracking.KIND_TAG: "trial",
-                                                                   tracking.TRIAL_TAG: "lost0001"}).info.run_id
-    result = run_sweep(load_sweep(p), verbose=False)
-    assert c.get_run(orphan).info.lifecycle_stage == "deleted"
-    assert c.get_run(orphan).data.tags["gist_ray.orphaned"]
-    assert len(result.rows) == 2 and result.best() is not None
-    assert sorted(r.config["gist.enabled"] for r in result.rows) == [False, True]
-    df = runs(tmp_path)
-    trials = df[df["tags.gist_ray.kind"] == "trial"]
-    assert len(trials) == 2 and len(df[df["tags.gist_ray.kind"] == "sweep"]) == 1
-    assert set(df["status"]) == {"FINISHED"}
-    parent = df[df["tags.gist_ray.kind"] == "sweep"].run_id.iloc[0]
-    assert set(trials["tags.mlflow.parentRunId"]) == {parent}
-    for col in ("params.gist.lam", "params.method.name", "tags.method", "tags.backbone", "tags.gist", "tags.dataset",
-                "metrics.val/acc", "metrics.train/ce_cls", "metrics.train/kl_cls_gist", "metrics.train/agreement"):
-        assert col in df.columns, col
-    on = trials[trials["tags.gist"] == "true"]
-    assert on["metrics.train/kl_gist_cls"].notna().all()
-    history = mlflow.tracking.MlflowClient().get_metric_history(trials.run_id.iloc[0], "train/loss")
-    assert [m.step for m in history] == [1, 2]  # one point per epoch
-    assert "importance/gist.lam" in df.columns or len(result.ok_rows()) < 3
-
-
 def test_nan_and_over_budget_trials_error_with_reasons_and_the_sweep_goes_on(ray_local, tmp_path):
     p = sweep_file(tmp_path, "faults", {"method.name": {"choice": ["linear", "full"]}, "train.lr": {"choice": [3e-3, 1e30]}},
                    {"num_samples": 4, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none",
@@ -143,21 +112,46 @@ def test_every_registered_method_runs_inside_a_sweep(ray_local, tmp_path, capsys
     assert trials["end_time"].min() < trials["start_time"].max()
 
 
-def test_best_configuration_is_repeated_over_seeds(ray_local, tmp_path):
-    p = sweep_file(tmp_path, "repeat", {"gist.lam": {"choice": [0.25, 0.75]}},
-                   {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "grid", "scheduler": "none",
+def test_a_sweep_writes_one_mlflow_run_per_trial_then_repeats_the_best_over_seeds(ray_local, tmp_path):
+    p = sweep_file(tmp_path, "two", {"gist.enabled": {"choice": [True, False]}, "gist.lam": {"choice": [0.25, 0.75]}},
+                   {"num_samples": 2, "max_concurrent_trials": 2, "sampler": "tpe", "scheduler": "asha",
+                    "initial_points": [{"gist.enabled": True, "gist.lam": 0.25}, {"gist.enabled": False, "gist.lam": 0.75}],
                     "repeat_best": 1, "repeat_seeds": [1, 2]})
+    # a trial run left by a killed driver whose trial Tune never saved: retired (soft-deleted) at the sweep's end
+    from gist_ray import tracking
+
+    c = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
+    orphan = c.create_run(tracking.experiment_id(c, "tests"), tags={tracking.SWEEP_TAG: "two", tracking.KIND_TAG: "trial",
+                                                                   tracking.TRIAL_TAG: "lost0001"}).info.run_id
     result = run_sweep(load_sweep(p), verbose=False)
+    assert c.get_run(orphan).info.lifecycle_stage == "deleted"
+    assert c.get_run(orphan).data.tags["gist_ray.orphaned"]
+    assert len(result.rows) == 2 and result.best() is not None
+    assert sorted(r.config["gist.enabled"] for r in result.rows) == [False, True]
+    df = runs(tmp_path)
+    assert set(df["status"]) == {"FINISHED"}
+    sweep = df[df["tags.gist_ray.sweep"] == "two"]
+    trials = sweep[sweep["tags.gist_ray.kind"] == "trial"]
+    assert len(trials) == 2 and len(sweep[sweep["tags.gist_ray.kind"] == "sweep"]) == 1
+    parent = sweep[sweep["tags.gist_ray.kind"] == "sweep"].iloc[0]
+    assert set(trials["tags.mlflow.parentRunId"]) == {parent.run_id}
+    for col in ("params.gist.lam", "params.method.name", "tags.method", "tags.backbone", "tags.gist", "tags.dataset",
+                "metrics.val/acc", "metrics.train/ce_cls", "metrics.train/kl_cls_gist", "metrics.train/agreement"):
+        assert col in df.columns, col
+    on = trials[trials["tags.gist"] == "true"]
+    assert on["metrics.train/kl_gist_cls"].notna().all()
+    history = mlflow.tracking.MlflowClient().get_metric_history(trials.run_id.iloc[0], "train/loss")
+    assert [m.step for m in history] == [1, 2]  # one point per epoch
+
+    # the best configuration again over seeds 1 and 2: the repeats, final runs, are tested once each
     best = result.best()
     reps = result.repeats
-    assert reps is not None and reps.name == "repeat-seeds" and len(reps.rows) == 2
+    assert reps is not None and reps.name == "two-seeds" and len(reps.rows) == 2
     assert sorted(r.config["train.seed"] for r in reps.rows) == [1, 2]
-    assert all(r.config["gist.lam"] == best.config["gist.lam"] and r.status == "TERMINATED" for r in reps.rows)
-    df = runs(tmp_path)
-    assert len(df[df["tags.gist_ray.kind"] == "trial"]) == 4 and set(df["status"]) == {"FINISHED"}
-    parent = df[(df["tags.gist_ray.kind"] == "sweep") & (df["tags.gist_ray.sweep"] == "repeat")].iloc[0]
+    assert all({k: v for k, v in r.config.items() if k != "train.seed"} == best.config and r.status == "TERMINATED"
+               for r in reps.rows)
+    assert len(df[(df["tags.gist_ray.sweep"] == "two-seeds") & (df["tags.gist_ray.kind"] == "trial")]) == 2
     vals = [r.metrics["val/acc"] for r in reps.rows]
     assert parent["metrics.repeat1/val/acc/mean"] == pytest.approx(sum(vals) / 2)
-    # tuning trials never saw the test split; the repeats, final runs, were tested once each
-    assert all("test/acc" not in r.metrics for r in result.rows)
+    assert all("test/acc" not in r.metrics for r in result.rows)  # tuning trials never saw the test split
     assert all(0.0 <= r.metrics["test/acc"] <= 1.0 for r in reps.rows)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from kill_harness import changed_history, counts, drive, optuna_counts, rescheduled, snapshot, trial_dirs
 
+from gist_ray.cli import main
 from test_sweep import tiny_base
 
 pytestmark = pytest.mark.slow
@@ -116,5 +117,5 @@ def test_a_killed_study_continues_its_sweep_and_duplicates_no_cell(tmp_path):
     assert c == {"active": 4, "finished": 4, "running": 0, "deleted": 0, "finished_twice": 0, "epochs_not_once": 0,
                  "parents": 1}, c
     assert not changed_history(before, after)  # the cells finished before the kill were not trained again
-    assert drive(tmp_path, ["scale", str(study)])["rc"] == 0  # complete: a third run trains nothing
+    assert main(["scale", str(study)]) == 0  # complete: a third run (here, in this process) trains nothing
     assert counts(snapshot(tmp_path / "mlflow.db", "scale-tests"), "toy-1") == c

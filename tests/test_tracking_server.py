@@ -14,7 +14,7 @@ from conftest import TINY_OVERRIDES
 from gist_ray import tracking_server as ts
 from gist_ray.cli import main
 from gist_ray.errors import ConfigError
-from mlflow_server import free_port, start_server
+from mlflow_server import free_port
 
 
 # ----------------------------------------------------------------------------- refusals (no server starts)
@@ -115,15 +115,9 @@ def search_runs(url, exp_id):
             return out
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mlflow-server")
-    srv = start_server(ts.ServerOptions(f"sqlite:///{d}/mlflow.db", str(d / "artifacts"), port=free_port()),
-                       log_file=d / "server.log")
-    srv.dir = d
-    yield srv
-    assert srv.running(), srv.log_tail()  # it survived everything the tests threw at it
-    srv.stop()
+@pytest.fixture
+def server(mlflow_server):
+    return mlflow_server.ready()  # the session's server (tests/conftest.py); checked alive at the session's end
 
 
 def tags_of(run):
