@@ -72,7 +72,3 @@ def launch_server(opts: ServerOptions, log_file: Path) -> BackgroundServer:
                                 env={**os.environ, **env, "PYTEST_CURRENT_TEST": ""})
     return BackgroundServer(proc, url_for(opts.host, opts.port), Path(log_file))
 
-
-def start_server(opts: ServerOptions, log_file: Path, wait_s: float = 120.0) -> BackgroundServer:
-    """Start the server in its own process group; return once ``/health`` answers (or raise with its log)."""
-    return launch_server(opts, log_file).ready(wait_s)

@@ -326,6 +326,11 @@ def run_server_command(c: Command, work: Path) -> list[str]:
         log.close()
 
 
+def logs_to_head_server(argv) -> bool:
+    """The command names the cluster head's tracking server (a :data:`SUBSTITUTES` placeholder)."""
+    return any("http://127.0.0.1:5000" in a for a in argv)
+
+
 def check_served_sweep(url: str, argv: list[str]) -> None:
     """The cluster command's sweep logged through the tracking server: its parent and trial runs, FINISHED."""
     from gist_ray.sweep.space import load_sweep
@@ -362,7 +367,7 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
     work = clone(tmp_path / "clone")
     monkeypatch.chdir(work)
     ctx = {"vtab": str(vtab_root), "glue": str(glue_root), "work": str(work), "server": ""}
-    served = [c for c in readme() if runner_of(c) == "job" and any("http://127.0.0.1:5000" in a for a in c.argv)]
+    served = any(runner_of(c) == "job" and logs_to_head_server(c.argv) for c in readme())
     server = request.getfixturevalue("mlflow_server") if served else None  # starts while the commands before run
     took = []
     swept: set[str] = set()  # sweep files run so far
@@ -379,7 +384,7 @@ def test_readme_commands_in_order(ray_local, tmp_path, monkeypatch, capsys, vtab
                 check_cluster_command(c)
             else:
                 argv = list(c.argv[c.argv.index("--") + 1:]) if kind == "job" else list(c.argv)
-                if any("http://127.0.0.1:5000" in a for a in argv):  # the head's server: the session's
+                if logs_to_head_server(argv):  # the head's server: the session's
                     ctx["server"] = server.ready().url
                 argv = substituted(tuple(argv), ctx)
                 again = argv[1] == "sweep" and argv[2] in swept and "--resume" not in argv
