@@ -1,8 +1,10 @@
 """Multi-node runs and faults on a local two-node Ray cluster (``ray.cluster_utils.Cluster``, 1 CPU per node).
 
-* a 2-worker GIST training spreads over both nodes; one Train worker process is SIGKILLed after epoch 2 and,
-  with ``resources.max_failures=1``, the run resumes from its last checkpoint and finishes every epoch;
-* the newest Ray Train checkpoint is then truncated: a rerun resumes from the one before it;
+* a 2-worker GIST training (DDP over gloo, with the MLflow callback ``gist-ray train`` gives it) spreads over both
+  nodes; one Train worker process is SIGKILLed after epoch 2 and, with ``resources.max_failures=1``, the run
+  resumes from its last checkpoint and finishes every epoch;
+* the newest Ray Train checkpoint is then truncated: a rerun with the same name resumes from the one before it,
+  into the same MLflow run, which holds each epoch once;
 * a node hosting a sweep trial is removed mid-sweep: with ``search.trial_retries=1`` the trial is retried
   from its checkpoint on a surviving node and every trial ends TERMINATED.
 
@@ -21,8 +23,11 @@ import yaml
 from ray.tune import Callback
 
 from conftest import TINY_OVERRIDES
-from gist_ray.config import build_config
+from gist_ray import tracking
+from gist_ray.config import build_config, to_dict
 from gist_ray.train.checkpoint import WEIGHTS_FILE
+from gist_ray.train.launch import make_trainer
+from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 from gist_ray.train.worker_log import WorkerMetricsLog
 
 pytestmark = pytest.mark.slow
@@ -84,14 +89,23 @@ class KillWorkerAfter(WorkerMetricsLog):
 
 def train_cfg(tmp, *extra):
     return build_config({}, TINY_OVERRIDES + [f"output_dir={tmp}", "name=faulty", "resources.num_workers=2",
-                                              "resources.use_gpu=false", "train.checkpoint_every=1", *extra])
+                                              "resources.use_gpu=false", "train.checkpoint_every=1",
+                                              f"tracking.uri=sqlite:///{tmp}/mlflow.db", *extra])
+
+
+def fit_logged(cfg, *callbacks):
+    """Fit ``cfg`` on Ray Train as ``gist-ray train`` does: its MLflow run opened (a rerun: reopened) by name,
+    the MLflow callback after ``callbacks``, the run closed FINISHED. Returns (result, run id)."""
+    uri = cfg.tracking.uri
+    run_id = open_train_run(uri, cfg.tracking.experiment, cfg.name, to_dict(cfg))
+    result = make_trainer(cfg, callbacks=[*callbacks, MlflowTrainCallback(uri, run_id)]).fit()
+    tracking.client(uri).set_terminated(run_id, "FINISHED")
+    return result, run_id
 
 
 @pytest.fixture(scope="module")
 def killed_run(cluster, tmp_path_factory):
     """One 4-epoch, 2-worker training over both nodes whose rank-1 worker is killed after epoch 2."""
-    from gist_ray.train.launch import make_trainer
-
     tmp = tmp_path_factory.mktemp("killed")
     log = tmp / "workers.jsonl"
     cfg = train_cfg(tmp, "train.epochs=4", "resources.max_failures=1")
@@ -100,10 +114,10 @@ def killed_run(cluster, tmp_path_factory):
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        result = make_trainer(cfg, callbacks=[KillWorkerAfter(str(log), epoch=2, rank=1)]).fit()
+        result, run_id = fit_logged(cfg, KillWorkerAfter(str(log), epoch=2, rank=1))
     finally:
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    return {"tmp": tmp, "log": log, "result": result, "reports": read_log(log),
+    return {"tmp": tmp, "log": log, "result": result, "reports": read_log(log), "run_id": run_id, "cfg": cfg,
             "killed": int(Path(str(log) + ".killed").read_text())}
 
 
@@ -113,7 +127,10 @@ def test_two_workers_train_on_two_different_nodes(killed_run):
         w0, w1 = rep["workers"]
         assert w0["worker.node_id"] != w1["worker.node_id"]
         assert {w0["worker.node_id"], w1["worker.node_id"]} == {STATE["head"], STATE["worker"]}
-        assert w0["gist/token_sum"] == w1["gist/token_sum"]  # DDP across nodes keeps them identical
+        assert w0["gist/token_sum"] == w1["gist/token_sum"]  # bitwise: DDP across nodes applies identical updates
+        assert w0["gist/token_norm"] == w1["gist/token_norm"]
+        assert w0["val/acc"] == w1["val/acc"]  # evaluation is sharded, then all-reduced
+    assert len({r["workers"][0]["gist/token_norm"] for r in reports}) == 4  # the token trained every epoch
 
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_finishes(killed_run):
@@ -133,18 +150,28 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_finishes(killed_ru
 
 
 def test_a_truncated_newest_ray_checkpoint_falls_back_to_the_previous_one(killed_run):
-    from gist_ray.train.launch import make_trainer
-
+    """The rerun (same name, one epoch more) resumes from epoch 3 and retrains epoch 4, which its MLflow run,
+    reopened by name, already holds: the run keeps the first fit's epoch 4 and gains epoch 5, each epoch once."""
     tmp = killed_run["tmp"]
     newest = Path(killed_run["result"].checkpoint.path)
     # num_to_keep=2 keeps epochs 3 and 4 (plus, here, the orphaned upload of the killed attempt's epoch 3)
     assert max(p for p in newest.parent.glob("checkpoint_*") if p.is_dir()) == newest
     w = newest / WEIGHTS_FILE
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    uri = killed_run["cfg"].tracking.uri
+    c = tracking.client(uri)
+    first = {m.step: m.value for m in c.get_metric_history(killed_run["run_id"], "train/loss")}
+    assert sorted(first) == [1, 2, 3, 4]  # the killed worker's restart logged no epoch twice
     log = tmp / "rerun.jsonl"
-    result = make_trainer(train_cfg(tmp, "train.epochs=5"), callbacks=[WorkerMetricsLog(str(log))]).fit()
+    result, run_id = fit_logged(train_cfg(tmp, "train.epochs=5"), WorkerMetricsLog(str(log)))
     assert [r["workers"][0]["epoch"] for r in read_log(log)] == [4, 5]  # resumed from epoch 3, not 4 (or 0)
-    assert result.error is None and result.metrics["epoch"] == 5
+    assert result.error is None and result.metrics["epoch"] == 5 and "test/acc" in result.metrics
+    assert run_id == killed_run["run_id"]  # the rerun reopened its run
+    (run,) = c.search_runs([c.get_experiment_by_name(killed_run["cfg"].tracking.experiment).experiment_id])
+    assert run.info.status == "FINISHED"
+    after = [(m.step, m.value) for m in c.get_metric_history(run_id, "train/loss")]
+    assert [step for step, _ in after] == [1, 2, 3, 4, 5]  # each epoch once
+    assert dict(after[:4]) == first  # the retrained epoch 4 was not logged again
     # and the workers said why (their stderr is in the Ray session's log files)
     import ray
 
