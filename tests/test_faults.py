@@ -167,7 +167,7 @@ def test_a_truncated_newest_ray_checkpoint_falls_back_to_the_previous_one(killed
     assert [r["workers"][0]["epoch"] for r in read_log(log)] == [4, 5]  # resumed from epoch 3, not 4 (or 0)
     assert result.error is None and result.metrics["epoch"] == 5 and "test/acc" in result.metrics
     assert run_id == killed_run["run_id"]  # the rerun reopened its run
-    (run,) = c.search_runs([c.get_experiment_by_name(killed_run["cfg"].tracking.experiment).experiment_id])
+    (run,) = c.search_runs([tracking.experiment_id(c, killed_run["cfg"].tracking.experiment)])
     assert run.info.status == "FINISHED"
     after = [(m.step, m.value) for m in c.get_metric_history(run_id, "train/loss")]
     assert [step for step, _ in after] == [1, 2, 3, 4, 5]  # each epoch once
