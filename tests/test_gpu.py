@@ -1,5 +1,5 @@
-"""GPU paths: bf16 autocast in the loop, and DDP over NCCL through Ray Train. Marked ``gpu``: they run where CUDA
-is available and are skipped elsewhere (CI has no GPU)."""
+"""GPU paths: bf16 autocast in the loop, a step loop that never waits for the GPU, and DDP over NCCL through Ray
+Train. Marked ``gpu``: they run where CUDA is available and are skipped elsewhere (CI has no GPU)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,23 @@ def test_bf16_autocast_trains_on_the_gpu(tmp_path):
     assert math.isfinite(final["train/loss"]) and 0.0 <= final["test/acc"] <= 1.0
     # the trained parameters stay fp32 (autocast computes in bf16, the optimizer updates fp32 masters)
     assert all(p.dtype == torch.float32 for p in run.model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("method", ["gist_adapter", "lora", "vpt_deep"])
+def test_training_steps_never_make_the_host_wait_for_the_gpu(tmp_path, method):
+    """The step loop only queues work: a host sync per step would leave the GPU idle while Python launches the next
+    step. The epoch's means then cost one sync, at its end. bf16 (fp16's grad scaler syncs every step by design)."""
+    cfg = build_config({}, [*TINY_OVERRIDES, "train.precision=auto", "train.grad_clip=1.0", f"method.name={method}"])
+    run = GistRun(cfg, LocalReporter(tmp_path))
+    run.train_steps(0)  # first-call work (allocator, lazy inits) outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sums, rows = run.train_steps(1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert rows == cfg.data.n_train and {"loss", "acc", "ce_cls", "ce_gist"} <= set(sums)
+    assert math.isfinite(run.train_epoch(2)["train/loss"])
 
 
 def test_fp16_uses_a_grad_scaler(tmp_path):

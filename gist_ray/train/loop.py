@@ -250,9 +250,25 @@ class GistRun:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over this worker's shard; returns ``train/<part>`` means for every part the objective reports,
         plus ``train/loss`` and ``train/acc``. One host sync, at the end."""
+        sums, rows = self.train_steps(epoch)
+        keys = sorted(sums)  # the same on every worker: the parts depend on the config only
+        counted = torch.stack([*(sums[k] for k in keys), torch.tensor(float(rows), dtype=torch.float64)
+                               .to(self.device, non_blocking=True)])
+        *totals, n = allreduce(counted).tolist()
+        n = max(1.0, n)
+        out = {f"train/{k}": v / n for k, v in zip(keys, totals)}
+        if not math.isfinite(out["train/loss"]):
+            raise FloatingPointError(f"training loss became {out['train/loss']} at epoch {epoch + 1}")
+        return out
+
+    def train_steps(self, epoch: int) -> tuple[dict[str, torch.Tensor], int]:
+        """The optimizer steps of one epoch, with no host sync (the GPU runs behind the Python loop): the
+        row-weighted sums of the loss, of every part the objective reports and of correct predictions, on the
+        device, and the number of rows, counted on the host."""
         cfg = self.cfg
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
+        rows = 0
 
         def add(key: str, value: torch.Tensor) -> None:
             sums[key] = sums[key] + value if key in sums else value.detach().double().clone()
@@ -269,20 +285,13 @@ class GistRun:
             self.scaler.update()
             self.sched.step()
             n = len(step.target)
+            rows += n
             with torch.no_grad():
                 add("loss", step.loss.detach() * n)
                 for key, value in step.parts.items():
                     add(key, value * n)
                 add("acc", (step.logits.argmax(-1) == step.target).sum())
-                add("n", torch.tensor(n, device=self.device))
-        keys = sorted(sums)  # the same on every worker: the parts depend on the config only
-        totals = allreduce(torch.stack([sums[k] for k in keys])).tolist()
-        values = dict(zip(keys, totals))
-        n = max(1.0, values.pop("n"))
-        out = {f"train/{k}": v / n for k, v in values.items()}
-        if not math.isfinite(out["train/loss"]):
-            raise FloatingPointError(f"training loss became {out['train/loss']} at epoch {epoch + 1}")
-        return out
+        return sums, rows
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
