@@ -29,7 +29,8 @@ def as_records(data: Any) -> list[Record]:
     return [dict(r) for r in data]
 
 
-def _finite(v: Any) -> float | None:
+def finite_float(v: Any) -> float | None:
+    """``v`` as a float when it is a finite number (MLflow strings included), else None."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -40,7 +41,7 @@ def _finite(v: Any) -> float | None:
 def accuracy(record: Record, metric: str | None = None) -> float | None:
     """The record's accuracy: ``record[metric]``, or the first finite of acc / test_acc / val_acc."""
     for key in (metric,) if metric else DEFAULT_METRICS:
-        v = _finite(record.get(key))
+        v = finite_float(record.get(key))
         if v is not None:
             return v
     return None
@@ -68,7 +69,7 @@ def grid(records: Iterable[Record], metric: str | None = None) -> Grid:
 
 def mean_field(records: Iterable[Record], key: tuple[str, bool, str], field: str) -> float | None:
     """Mean of a numeric field (e.g. ``trainable_params``) over the records of one (method, gist, backbone)."""
-    vals = [_finite(r.get(field)) for r in records
+    vals = [finite_float(r.get(field)) for r in records
             if (str(r["method"]), as_bool(r.get("gist", False)), str(r.get("backbone", ""))) == key]
     vals = [v for v in vals if v is not None]
     return float(np.mean(vals)) if vals else None
@@ -121,7 +122,7 @@ def backbone_sizes(records: Iterable[Record]) -> dict[str, float]:
     """Backbone -> parameter count (median over its records that carry ``backbone_params``)."""
     sizes: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        v = _finite(r.get("backbone_params"))
+        v = finite_float(r.get("backbone_params"))
         if v is not None and v > 0:
             sizes[str(r.get("backbone", ""))].append(v)
     return {b: float(np.median(v)) for b, v in sizes.items()}

@@ -13,12 +13,12 @@ from optuna.distributions import CategoricalDistribution
 from gist_ray.config import Config
 from gist_ray.sweep.search import optuna_distribution
 from gist_ray.sweep.space import Dist, SweepSpec
-from gist_ray.tracking import finite as _finite
+from gist_ray.tracking import finite
 
 
 def pareto_rows(rows: list, objectives: list[tuple[str, str]]) -> list:
     """Rows not dominated on every (metric, mode) objective; rows missing an objective are skipped."""
-    ok = [r for r in rows if r.status == "TERMINATED" and all(_finite(r.metrics.get(m)) for m, _ in objectives)]
+    ok = [r for r in rows if r.status == "TERMINATED" and all(finite(r.metrics.get(m)) for m, _ in objectives)]
 
     def key(r):
         return [r.metrics[m] if mode == "max" else -r.metrics[m] for m, mode in objectives]
@@ -51,7 +51,7 @@ def write_pareto(rows: list, objectives: list[tuple[str, str]], out_dir: Path) -
     fig = Figure(figsize=(6, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    pts = [r for r in rows if all(_finite(r.metrics.get(n)) for n in names[:2])]
+    pts = [r for r in rows if all(finite(r.metrics.get(n)) for n in names[:2])]
     ax.scatter([r.metrics[names[1]] for r in pts], [r.metrics[names[0]] for r in pts], c="0.6", label="trials")
     fr = sorted((r for r in pts if r.trial_id in front), key=lambda r: r.metrics[names[1]])
     ax.plot([r.metrics[names[1]] for r in fr], [r.metrics[names[0]] for r in fr], "o-", c="C3", label="Pareto front")
@@ -68,7 +68,7 @@ def importances(spec: SweepSpec, rows: list) -> dict[str, float]:
     """Optuna's fANOVA-style parameter importances for the main objective, from the finished trials."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric, mode = spec.search.metric, spec.search.mode
-    ok = [r for r in rows if r.status == "TERMINATED" and _finite(r.metrics.get(metric))]
+    ok = [r for r in rows if r.status == "TERMINATED" and finite(r.metrics.get(metric))]
     if len(ok) < 3:
         return {}
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")

@@ -60,8 +60,6 @@ from gist_ray.train.launch import cluster_has_gpu, init_ray, make_trainer
 from gist_ray.timing import phase
 from gist_ray.train.mlflow_callback import MlflowTrainCallback, open_train_run
 
-_finite = tracking.finite
-
 
 @dataclass
 class TrialRow:
@@ -88,7 +86,7 @@ class SweepResult:
     complete: bool = False  # every planned trial is done (an interrupted sweep is continued with --resume)
 
     def ok_rows(self) -> list[TrialRow]:
-        return [r for r in self.rows if r.status == "TERMINATED" and _finite(r.metrics.get(self.metric))]
+        return [r for r in self.rows if r.status == "TERMINATED" and tracking.finite(r.metrics.get(self.metric))]
 
     def best(self) -> TrialRow | None:
         ok = self.ok_rows()
@@ -206,7 +204,7 @@ def _progress(spec: SweepSpec, plan: ResumePlan, verbose: bool) -> list[Callback
     if not verbose:
         return []
     metric = spec.search.metric
-    done = [t for t in plan.evaluated if _finite(t.metrics.get(metric))]
+    done = [t for t in plan.evaluated if tracking.finite(t.metrics.get(metric))]
     best = (max if spec.search.mode == "max" else min)((t.metrics[metric] for t in done), default=None)
     return [ProgressCallback(metric, spec.search.mode, spec.search.num_samples, done_before=len(plan.evaluated),
                              errored_before=sum(t.status == "FAILED" for t in plan.evaluated), best=best)]
@@ -336,7 +334,7 @@ def summarise_repeats(spec: SweepSpec, best: list[dict], repeats: SweepResult, p
     logged = c.get_run(parent_id).data.metrics  # a resumed sweep that ran nothing new does not log them again
     for rank, cfg in enumerate(best, start=1):
         vals = [r.metrics[metric] for r in repeats.ok_rows()
-                if {k: r.config.get(k) for k in cfg} == cfg and _finite(r.metrics.get(metric))]
+                if {k: r.config.get(k) for k in cfg} == cfg and tracking.finite(r.metrics.get(metric))]
         if not vals:
             continue
         mean = statistics.fmean(vals)
@@ -389,8 +387,12 @@ def format_table(result: SweepResult) -> str:
     tested = result.metric != test_key and any(test_key in r.metrics for r in result.rows)
     cols = ["trial", "status", *keys, result.metric, *([test_key] if tested else []), "epochs", "params"]
     sign = -1 if result.mode == "max" else 1
-    rows = sorted(result.rows, key=lambda r: (r.status != "TERMINATED",
-                                              sign * r.metrics.get(result.metric, 0.0) if _finite(r.metrics.get(result.metric)) else 0))
+
+    def order(r: TrialRow) -> tuple[bool, float]:
+        value = r.metrics.get(result.metric)
+        return r.status != "TERMINATED", sign * value if tracking.finite(value) else 0.0
+
+    rows = sorted(result.rows, key=order)
 
     def fmt(v: Any) -> str:
         if isinstance(v, float):
