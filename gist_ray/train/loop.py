@@ -252,8 +252,8 @@ class GistRun:
         plus ``train/loss`` and ``train/acc``. One host sync, at the end."""
         sums, rows = self.train_steps(epoch)
         keys = sorted(sums)  # the same on every worker: the parts depend on the config only
-        counted = torch.stack([*(sums[k] for k in keys), torch.tensor(float(rows), dtype=torch.float64)
-                               .to(self.device, non_blocking=True)])
+        rows_t = torch.tensor(float(rows), dtype=torch.float64, device=self.device)  # the epoch's one sync is next
+        counted = torch.stack([*(sums[k] for k in keys), rows_t])
         *totals, n = allreduce(counted).tolist()
         n = max(1.0, n)
         out = {f"train/{k}": v / n for k, v in zip(keys, totals)}
